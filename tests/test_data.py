@@ -1,0 +1,219 @@
+"""jaxreg.data: ACDC reader on NIfTI fixtures written here, crops, folds, phantom and augmentation."""
+
+import gzip
+import pathlib
+
+import jax
+import nibabel as nib
+import numpy as np
+import pytest
+
+from jaxreg import metrics, warp
+from jaxreg.data import (
+    DataError,
+    augment_batch,
+    crop,
+    kfold_patients,
+    load_acdc_pairs,
+    load_nifti,
+    load_patient,
+    parse_info_cfg,
+    phantom_pairs,
+    split_fold,
+    uncrop,
+)
+from tests.conftest import SHARED_ACDC
+
+OFFICIAL_INFO = "ED: 1\nES: 12\nGroup: DCM\nHeight: 184.0\nNbFrame: 30\nWeight: 95.0\n"
+
+
+def disc_labels(shape, center, r_lv, wall, rv=True):
+    """(x, y, z) labels: LV cavity disc, myocardial ring, RV crescent beside it."""
+    x, y = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    d = np.hypot(x - center[0], y - center[1])
+    lab = np.zeros(shape[:2], np.uint8)
+    if rv:
+        lab[(np.hypot(x - center[0], y - center[1] - r_lv - wall - 6) < r_lv + 2) & (d > r_lv + wall + 1)] = 1
+    lab[d < r_lv + wall] = 2
+    lab[d < r_lv] = 3
+    return lab
+
+
+def write_patient(root, pid, shape=(60, 50, 4), group="NOR", es=8, center=(30, 22), rv_slices=(1, 2), spacing=(1.5, 1.4, 10.0)):
+    d = pathlib.Path(root) / pid
+    d.mkdir(parents=True)
+    (d / "Info.cfg").write_text(OFFICIAL_INFO.replace("ES: 12", f"ES: {es}").replace("DCM", group))
+    aff = np.diag(list(spacing) + [1.0])
+    for frame, r in ((1, 9), (es, 6)):
+        lab = np.zeros(shape, np.uint8)
+        img = np.random.default_rng(frame).random(shape).astype(np.float32) * 100
+        for z in range(shape[2]):
+            lab[..., z] = disc_labels(shape, center, r, 3, rv=z in rv_slices)
+            img[..., z] += lab[..., z] * 50
+        nib.save(nib.Nifti1Image(img, aff), str(d / f"{pid}_frame{frame:02d}.nii.gz"))
+        nib.save(nib.Nifti1Image(lab, aff), str(d / f"{pid}_frame{frame:02d}_gt.nii.gz"))
+    return d
+
+
+def test_parse_info_cfg_official_format(tmp_path):
+    p = tmp_path / "Info.cfg"
+    p.write_text(OFFICIAL_INFO)
+    info = parse_info_cfg(p)
+    assert info == {"ED": 1, "ES": 12, "Group": "DCM", "Height": 184.0, "NbFrame": 30, "Weight": 95.0}
+    p.write_text("ED: one\nES: 12\n")
+    with pytest.raises(DataError, match="Info.cfg.*'ED: one'"):
+        parse_info_cfg(p)
+    with pytest.raises(DataError, match="missing Info.cfg"):
+        parse_info_cfg(tmp_path / "nope" / "Info.cfg")
+
+
+def test_nifti_round_trip_spacing_affine(tmp_path):
+    d = write_patient(tmp_path, "patient001")
+    data, aff, zooms = load_nifti(d / "patient001_frame01.nii.gz")
+    assert data.shape == (60, 50, 4) and zooms == pytest.approx((1.5, 1.4, 10.0))
+    np.testing.assert_allclose(aff, np.diag([1.5, 1.4, 10.0, 1.0]))
+    p = load_patient(d)
+    assert p.frames == {"ED": 1, "ES": 8} and p.group == "NOR" and p.labels["ES"].dtype == np.uint8
+
+
+def test_pair_selection_counts_and_crops(tmp_path):
+    write_patient(tmp_path, "patient001", rv_slices=(1, 2))
+    write_patient(tmp_path, "patient002", rv_slices=(0, 1, 2, 3), center=(4, 16), group="HCM")  # heart at the border
+    pairs = load_acdc_pairs(tmp_path, size=32)
+    assert len(pairs) == 2 * (2 + 4)
+    assert set(pairs.direction) == {"ED->ES", "ES->ED"}
+    assert pairs.fixed.shape == (12, 32, 32) and pairs.fixed.dtype == np.float32
+    assert 0.0 <= pairs.fixed.min() and pairs.fixed.max() <= 1.0
+    # ED->ES: moving is ED (bigger LV cavity in the fixtures)
+    i = np.flatnonzero(pairs.direction == "ED->ES")[0]
+    assert (pairs.moving_labels[i] == 3).sum() > (pairs.fixed_labels[i] == 3).sum()
+    # crops stay in bounds (padding) and the heart is inside the crop
+    for k in range(len(pairs)):
+        assert (pairs.moving_labels[k] == 3).sum() > 0
+    loose = load_acdc_pairs(tmp_path, size=32, require_all_labels=False, directions=("ED->ES",))
+    assert len(loose) == 8
+    # the way back: uncrop lands the crop's labels where they were
+    p = load_patient(tmp_path / "patient002")
+    j = np.flatnonzero((pairs.patient == "patient002") & (pairs.direction == "ED->ES"))[0]
+    back = uncrop(pairs.moving_labels[j], pairs.crop_origin[j], p.labels["ED"].shape[:2])
+    covered = uncrop(np.ones((32, 32), bool), pairs.crop_origin[j], p.labels["ED"].shape[:2])
+    orig = p.labels["ED"][:, :, pairs.slice_index[j]]
+    np.testing.assert_array_equal(back[covered], orig[covered])
+    assert (orig[~covered] != 3).all()  # the LV cavity lies inside the crop
+
+
+def test_crop_never_out_of_bounds():
+    a = np.arange(100).reshape(10, 10)
+    c = crop(a, (-3, 7), 6)
+    assert c.shape == (6, 6) and c[3, 0] == a[0, 7] and c[0, 0] == 0
+
+
+def test_bad_inputs_name_the_file(tmp_path):
+    d = write_patient(tmp_path, "patient001")
+    (d / "patient001_frame08.nii.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(DataError, match="patient001_frame08.nii.gz: unreadable"):
+        load_patient(d)
+    d2 = write_patient(tmp_path, "patient002")
+    lab = nib.load(str(d2 / "patient002_frame01_gt.nii.gz"))
+    bad = np.asarray(lab.dataobj).copy()
+    bad[0, 0, 0] = 7
+    nib.save(nib.Nifti1Image(bad, lab.affine), str(d2 / "patient002_frame01_gt.nii.gz"))
+    with pytest.raises(DataError, match=r"patient002_frame01_gt.nii.gz: unknown label values \[7\]"):
+        load_patient(d2)
+    d3 = write_patient(tmp_path, "patient003")
+    img = nib.load(str(d3 / "patient003_frame01.nii.gz"))
+    arr = np.asarray(img.dataobj).copy()
+    arr[1, 1, 1] = np.nan
+    nib.save(nib.Nifti1Image(arr, img.affine), str(d3 / "patient003_frame01.nii.gz"))
+    with pytest.raises(DataError, match="patient003_frame01.nii.gz: 1 NaN"):
+        load_patient(d3)
+    d4 = write_patient(tmp_path, "patient004")
+    nib.save(nib.Nifti1Image(np.zeros((60, 50), np.float32), np.eye(4)), str(d4 / "patient004_frame08.nii.gz"))
+    with pytest.raises(DataError, match="patient004_frame08.nii.gz: expected a 3D volume"):
+        load_patient(d4)
+    d5 = write_patient(tmp_path, "patient005")
+    (d5 / "patient005_frame08_gt.nii.gz").unlink()
+    with pytest.raises(DataError, match="patient005_frame08_gt.nii.gz: missing ES label"):
+        load_patient(d5)
+    d6 = write_patient(tmp_path, "patient006", shape=(60, 50, 4))
+    nib.save(nib.Nifti1Image(np.zeros((60, 52, 4), np.float32), np.eye(4)), str(d6 / "patient006_frame08.nii.gz"))
+    with pytest.raises(DataError, match="patient006_frame08"):
+        load_patient(d6)
+    (tmp_path / "patient007").mkdir()
+    with pytest.raises(DataError, match="patient007/Info.cfg: missing"):
+        load_patient(tmp_path / "patient007")
+    write_patient(tmp_path, "patient008")
+    # the folder loads the good patient and reports every broken one
+    pairs = load_acdc_pairs(tmp_path, size=32)
+    assert set(pairs.patient) == {"patient008"}
+    assert len(pairs.skipped) == 7 and any("unknown label" in v for v in pairs.skipped.values())
+    with pytest.raises(DataError, match="does not exist"):
+        load_acdc_pairs(tmp_path / "nowhere")
+
+
+def test_folds_disjoint_covering_stratified():
+    pats = [f"p{i:03d}" for i in range(50)]
+    groups = [("DCM", "HCM", "MINF", "NOR", "RV")[i % 5] for i in range(50)]
+    folds = kfold_patients(pats, groups, k=10, seed=3)
+    flat = [p for f in folds for p in f]
+    assert sorted(flat) == pats and len(flat) == len(set(flat))
+    assert all(len(f) == 5 and len({groups[pats.index(p)] for p in f}) == 5 for f in folds)
+    assert folds == kfold_patients(pats, groups, k=10, seed=3)
+    assert folds != kfold_patients(pats, groups, k=10, seed=4)
+    with pytest.raises(ValueError, match="k must be"):
+        kfold_patients(pats, groups, k=51)
+
+
+def test_phantom_determinism_and_sanity():
+    a = phantom_pairs(16, seed=5, size=64, directions=("ED->ES", "ES->ED"), slices_per_patient=8)
+    b = phantom_pairs(16, seed=5, size=64, directions=("ED->ES", "ES->ED"), slices_per_patient=8)
+    np.testing.assert_array_equal(a.fixed, b.fixed)
+    np.testing.assert_array_equal(a.true_displacement, b.true_displacement)
+    assert not np.array_equal(a.fixed, phantom_pairs(16, seed=6, size=64).fixed)
+    assert a.fixed.shape == (32, 64, 64) and a.true_displacement.shape == (32, 64, 64, 2)
+    ed = a.moving_labels[:16]  # ED->ES rows: moving is ED
+    es = a.fixed_labels[:16]
+    for lab in (ed, es):
+        for k in (1, 2, 3):
+            areas = (lab == k).sum((1, 2))
+            assert np.all(areas > 5) and np.all(areas < 0.4 * 64 * 64)
+    assert np.all((es == 3).sum((1, 2)) < (ed == 3).sum((1, 2)))  # ES LV cavity smaller
+    # ring topology: myocardium encloses the cavity (every cavity pixel's 4-neighbours are cavity or myocardium)
+    for lab in np.concatenate([ed, es]):
+        cav = lab == 3
+        nb = [np.roll(lab, s, ax) for s in (1, -1) for ax in (0, 1)]
+        assert all(np.all(np.isin(n[cav], (2, 3))) for n in nb)
+        assert not (lab == 3)[0].any() and not (lab == 3)[-1].any()
+
+
+def test_phantom_true_displacement_aligns_labels():
+    ps = phantom_pairs(24, seed=2, directions=("ED->ES", "ES->ED"))
+    warped = jax.vmap(lambda l, u: warp.warp(l, u, order=0))(ps.moving_labels, ps.true_displacement)
+    d_true = np.asarray(jax.vmap(metrics.dice)(ps.fixed_labels, warped))
+    d_before = np.asarray(jax.vmap(metrics.dice)(ps.fixed_labels, ps.moving_labels))
+    assert np.nanmean(d_true) >= 0.95
+    assert np.nanmean(d_before) < 0.8
+    assert float(np.mean(jax.vmap(metrics.folding_fraction)(ps.true_displacement))) < 1e-4
+
+
+def test_augmentation_deforms_images_and_labels_identically():
+    ps = phantom_pairs(4, seed=0, size=64)
+    out = jax.jit(augment_batch)(jax.random.key(0), ps.fixed, ps.moving, ps.fixed_labels, ps.moving_labels)
+    f, m, fl, ml = (np.asarray(o) for o in out)
+    assert f.shape == (4, 64, 64) and fl.shape == (4, 64, 64, 4)
+    np.testing.assert_allclose(fl.sum(-1), 1.0, atol=1e-5)
+    assert not np.allclose(f, ps.fixed)
+    # the image's bright LV pool still sits on the warped LV label
+    assert f[fl[..., 3] > 0.99].mean() > f[fl[..., 2] > 0.99].mean() + 0.2
+    again = jax.jit(augment_batch)(jax.random.key(1), ps.fixed, ps.moving, ps.fixed_labels, ps.moving_labels)
+    assert not np.allclose(again[0], f)
+
+
+@pytest.mark.skipif(not SHARED_ACDC.is_dir(), reason=f"ACDC not found at {SHARED_ACDC}; this test needs the shared data")
+def test_shared_acdc_pair_counts():
+    pairs = load_acdc_pairs(SHARED_ACDC)
+    for d in ("ED->ES", "ES->ED"):
+        assert int(np.sum(pairs.direction == d)) == 353
+    assert len(pairs.patients) == 50 and not pairs.skipped
+    train, test = split_fold(pairs, 0)
+    assert not set(train.patients) & set(test.patients) and len(train) + len(test) == len(pairs)
