@@ -1,0 +1,47 @@
+"""Runs several folds (default all) of one experiment and aggregates mean +- std into cv_results.json.
+
+    python -m experiments.cross_validate --data_dir ../shared/data/acdc --workdir runs/acdc_paper [--folds 0,1,2]
+Each fold trains in WORKDIR/foldK (resumable); finished folds are not retrained.
+"""
+
+import json
+import pathlib
+
+from absl import app, flags
+
+from experiments import flags_common
+from jaxreg import experiment
+
+flags.DEFINE_list("folds", None, "Folds to run (default: all).")
+FLAGS = flags_common.FLAGS
+
+
+def main(argv):
+    del argv
+    exp = flags_common.experiment_from_flags()
+    root = pathlib.Path(FLAGS.workdir or flags_common.default_workdir(exp)).parent if not FLAGS.workdir \
+        else pathlib.Path(FLAGS.workdir)
+    folds = [int(f) for f in FLAGS.folds] if FLAGS.folds else list(range(exp.num_folds))
+    pairs = experiment.load_pairs(exp)
+    results = []
+    for k in folds:
+        wd = root / f"fold{k}"
+        done = wd / "results.json"
+        if done.exists() and json.loads(done.read_text()).get("num_folds") == exp.num_folds:
+            res = json.loads(done.read_text())
+        else:
+            res = experiment.run_fold(experiment.ExperimentConfig(**{**exp.__dict__, "fold": k}), wd, pairs,
+                                      progress=FLAGS.progress)
+        results.append(res)
+        print(f"fold {k}: Dice mean {100 * res['dice_mean_after']:.1f}% (before {100 * res['dice_mean_before']:.1f}%), "
+              f"folding {res['folding_percent']:.3f}%")
+    agg = experiment.aggregate(results)
+    (root / "cv_results.json").write_text(json.dumps(agg, indent=2))
+    for k in ("dice_LV_after", "dice_RV_after", "dice_MYO_after", "dice_mean_after", "dice_mean_before",
+              "folding_percent"):
+        scale = 1 if k == "folding_percent" else 100
+        print(f"{k:18s} {scale * agg[k]['mean']:.2f} +- {scale * agg[k]['std']:.2f}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,129 @@
+"""Registration networks (Flax): the paper's shared-encoder UNet emitting cubic B-spline control grids at three levels.
+
+Shapes: fixed, moving `(B, *S, 1)` or `(B, *S)` in [0, 1] -> list of control grids, coarse to fine, each
+`(B, *control_grid_shape(S / f_l, stride), ndim)` in pixels of level l (f_l = 4, 2, 1 by default). N-D: the
+spatial rank comes from the input (2D or 3D convolutions), so a 3D variant is a parameter, not a copy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxreg import bspline
+
+
+@dataclasses.dataclass(frozen=True)
+class RegNetConfig:
+    """Architecture. Image side must be divisible by 2**len(encoder_features[1:])."""
+
+    encoder_features: tuple = (16, 32, 32, 64, 64)  # per resolution, full -> 1/16
+    decoder_features: tuple = (64, 64, 32)  # at 1/16, 1/8, 1/4 (one per output level)
+    level_factors: tuple = (4, 2, 1)  # image downsampling of each output level, coarse -> fine
+    stride: int = 4  # control-point spacing in pixels of each level
+    residual_levels: bool = True  # level l = its head + the refined level l-1 grid (the classic multi-level carry-up)
+    negative_slope: float = 0.2
+
+
+def level_shapes(image_shape: Sequence[int], cfg: RegNetConfig):
+    """Image shape of each output level (coarse -> fine)."""
+    return [tuple(n // f for n in image_shape) for f in cfg.level_factors]
+
+
+class ConvBlock(nn.Module):
+    features: int
+    strides: int = 1
+    negative_slope: float = 0.2
+
+    @nn.compact
+    def __call__(self, x):
+        nd = x.ndim - 2
+        x = nn.Conv(self.features, (3,) * nd, strides=(self.strides,) * nd, padding="SAME")(x)
+        return nn.leaky_relu(x, self.negative_slope)
+
+
+class Encoder(nn.Module):
+    """One stream: features at full, 1/2, ..., 1/2**(L-1) resolution."""
+
+    features: tuple
+    negative_slope: float = 0.2
+
+    @nn.compact
+    def __call__(self, x):
+        feats = []
+        for i, f in enumerate(self.features):
+            x = ConvBlock(f, strides=1 if i == 0 else 2, negative_slope=self.negative_slope)(x)
+            x = ConvBlock(f, negative_slope=self.negative_slope)(x)
+            feats.append(x)
+        return feats
+
+
+class RegNet(nn.Module):
+    """Shared-weight encoder on fixed and moving, UNet decoder with skips from both, three B-spline heads."""
+
+    cfg: RegNetConfig = RegNetConfig()
+
+    @nn.compact
+    def __call__(self, fixed, moving):
+        cfg = self.cfg
+        if fixed.ndim == moving.ndim and fixed.shape[-1] != 1:
+            fixed, moving = fixed[..., None], moving[..., None]
+        if fixed.shape != moving.shape:
+            raise ValueError(f"fixed and moving must have the same shape; got {fixed.shape} and {moving.shape}")
+        nd = fixed.ndim - 2
+        spatial = fixed.shape[1:-1]
+        down = 2 ** (len(cfg.encoder_features) - 1)
+        if any(n % down for n in spatial):
+            raise ValueError(f"image side must be divisible by {down}; got spatial shape {spatial}")
+        encoder = Encoder(cfg.encoder_features, cfg.negative_slope)  # one module, called twice: shared weights
+        ef, em = encoder(fixed), encoder(moving)
+        outputs = []
+        x = None
+        n_enc = len(cfg.encoder_features)
+        for level, (feat, factor) in enumerate(zip(cfg.decoder_features, cfg.level_factors)):
+            # level l works at 1/(stride * factor) of the image: encoder index log2(stride * factor)
+            idx = int(round(math.log2(cfg.stride * factor)))
+            if idx >= n_enc:
+                raise ValueError(f"level factor {factor} x stride {cfg.stride} is coarser than the encoder")
+            skip = jnp.concatenate([ef[idx], em[idx]], axis=-1)
+            if x is not None:
+                b = x.shape[0]
+                x = jax.image.resize(x, (b,) + skip.shape[1:-1] + (x.shape[-1],), "nearest")
+                skip = jnp.concatenate([x, skip], axis=-1)
+            x = ConvBlock(feat, negative_slope=cfg.negative_slope)(skip)
+            x = ConvBlock(feat, negative_slope=cfg.negative_slope)(x)
+            head = nn.Conv(nd, (3,) * nd, padding="SAME", kernel_init=nn.initializers.zeros,
+                           bias_init=nn.initializers.zeros, name=f"head{level}")(x)
+            # feature j sits at level pixel stride*j + (stride-1)/2 ~ control j+1: pad 1 before, 2 after
+            target = bspline.control_grid_shape(tuple(n // factor for n in spatial), cfg.stride)
+            pads = [(0, 0)] + [(1, t - n - 1) for t, n in zip(target, head.shape[1:-1])] + [(0, 0)]
+            control = jnp.pad(head, pads, mode="edge")
+            if cfg.residual_levels and outputs:
+                prev_factor = cfg.level_factors[level - 1]
+                ratio = prev_factor // factor  # previous level's pixels are `ratio` of this level's
+                level_shape = tuple(n // factor for n in spatial)
+                prev = outputs[-1] * ratio
+                s = cfg.stride * ratio
+                while s > cfg.stride:  # refine the grid until it has this level's stride
+                    prev = jax.vmap(lambda c, s=s: bspline.upsample_control(c, level_shape, s))(prev)
+                    s //= 2
+                control = control + prev
+            outputs.append(control)
+        return outputs
+
+
+def dense_fields(controls, image_shape: Sequence[int], cfg: RegNetConfig):
+    """Control grids (coarse -> fine, batched) -> dense displacements of each level `(B, *S_l, ndim)` in level pixels."""
+    shapes = level_shapes(image_shape, cfg)
+    return [jax.vmap(lambda c, s=s: bspline.bspline_displacement(c, s, cfg.stride))(c) for c, s in zip(controls, shapes)]
+
+
+def finest_displacement(controls, image_shape: Sequence[int], cfg: RegNetConfig):
+    """The inference output: the finest level's dense field, in image pixels `(B, *S, ndim)`."""
+    fine = dense_fields(controls[-1:], image_shape, dataclasses.replace(cfg, level_factors=cfg.level_factors[-1:]))[0]
+    return fine * cfg.level_factors[-1]

@@ -1,0 +1,127 @@
+"""Network, loss and training loop on tiny configs: identity start, loss = library terms, resume after SIGKILL,
+two-device data parallelism equal to one device, and the files a run leaves behind."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxreg import bspline, losses, train, warp
+from jaxreg.data import phantom_pairs
+from jaxreg.models import RegNet, RegNetConfig, dense_fields
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TINY_MODEL = RegNetConfig(encoder_features=(4, 8, 8, 8, 8), decoder_features=(8, 8, 8))
+
+
+def test_model_levels_shared_encoder_and_identity_start():
+    model = RegNet(TINY_MODEL)
+    x = jnp.zeros((2, 64, 64))
+    params = model.init(jax.random.key(0), x, x)
+    top = params["params"].keys()
+    assert sum(k.startswith("Encoder") for k in top) == 1  # one encoder, applied to both streams
+    out = model.apply(params, jax.random.uniform(jax.random.key(1), (2, 64, 64)), x)
+    assert [o.shape for o in out] == [(2,) + bspline.control_grid_shape((16, 16), 4) + (2,),
+                                      (2,) + bspline.control_grid_shape((32, 32), 4) + (2,),
+                                      (2,) + bspline.control_grid_shape((64, 64), 4) + (2,)]
+    assert all(float(jnp.abs(o).max()) == 0.0 for o in out)  # zero heads: training starts at the identity
+    with pytest.raises(ValueError, match="divisible by 16"):
+        model.apply(params, jnp.zeros((1, 60, 60)), jnp.zeros((1, 60, 60)))
+
+
+def test_3d_variant_is_a_parameter():
+    model = RegNet(RegNetConfig(encoder_features=(2, 4, 4, 4, 4), decoder_features=(4, 4, 4)))
+    x = jnp.zeros((1, 32, 32, 32))
+    out = model.apply(model.init(jax.random.key(0), x, x), x, x)
+    assert out[-1].shape == (1,) + bspline.control_grid_shape((32, 32, 32), 4) + (3,)
+
+
+def test_loss_is_the_sum_of_library_terms():
+    cfg = train.TrainConfig(model=TINY_MODEL, delta=1.0, alpha=10.0, beta=5.0)
+    model = RegNet(cfg.model)
+    ps = phantom_pairs(2, seed=0, size=64)
+    f, m = jnp.asarray(ps.fixed), jnp.asarray(ps.moving)
+    fo, mo = jax.nn.one_hot(ps.fixed_labels, 4), jax.nn.one_hot(ps.moving_labels, 4)
+    params = model.init(jax.random.key(0), f, m)
+    params = jax.tree.map(lambda p: p + 0.01 * jax.random.normal(jax.random.key(2), p.shape), params)
+    loss, terms = train.loss_fn(params, model, (f, m, fo, mo), cfg)
+    fields = dense_fields(model.apply(params, f, m), (64, 64), cfg.model)
+    want = 0.0
+    for u, fac in zip(fields, cfg.model.level_factors):
+        for i in range(2):
+            fl = f[i].reshape(64 // fac, fac, 64 // fac, fac).mean((1, 3))
+            ml = m[i].reshape(64 // fac, fac, 64 // fac, fac).mean((1, 3))
+            fol = fo[i].reshape(64 // fac, fac, 64 // fac, fac, 4).mean((1, 3))
+            mol = mo[i].reshape(64 // fac, fac, 64 // fac, fac, 4).mean((1, 3))
+            d = losses.ngf(fl, warp.warp(ml, u[i]), eps=0.1)
+            r = losses.curvature(u[i])
+            b = jnp.mean((warp.warp(mol, u[i]) - fol) ** 2) * (64 // fac) ** 2 / 64**2
+            want += (d + 10.0 * r + 5.0 * b) / 2
+    np.testing.assert_allclose(loss, want, rtol=2e-4)
+    assert set(terms) == {"ngf", "curvature", "label"}
+
+
+def _run_tiny(workdir, extra_env=None, epochs=3, popen=False):
+    env = dict(os.environ, **(extra_env or {}))
+    cmd = [sys.executable, "-m", "experiments.train", "--config", "tiny", "--workdir", str(workdir), "--noprogress",
+           f"--epochs={epochs}"]
+    if popen:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+def _params(workdir):
+    _, params = train.load_trained(workdir, (64, 64))
+    return jax.tree.leaves(jax.device_get(params))
+
+
+def test_run_files_and_resume_after_sigkill_equal_uninterrupted(tmp_path):
+    ref = tmp_path / "ref"
+    stdout = _run_tiny(ref)
+    assert "Dice before" in stdout and "Dice after" in stdout and "folding" in stdout
+    for name in ("config.json", "experiment.json", "metrics.jsonl", "results.json", "pairs_network.csv"):
+        assert (ref / name).is_file(), name
+    recs = [json.loads(line) for line in (ref / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in recs] == [1, 2, 3] and all(np.isfinite(r["loss"]) for r in recs)
+    res = json.loads((ref / "results.json").read_text())
+    assert 0 <= res["dice_mean_after"] <= 1 and res["folding_percent"] >= 0
+    # kill -9 during the second epoch, then rerun the same command
+    killed = tmp_path / "killed"
+    proc = _run_tiny(killed, popen=True)
+    deadline = time.time() + 300
+    while not (killed / "checkpoints" / "0").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "results.json").exists()
+    _run_tiny(killed)
+    lines = (killed / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["epoch"] == 3
+    for a, b in zip(_params(ref), _params(killed)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_two_devices_equal_one(tmp_path):
+    _run_tiny(tmp_path / "one", epochs=1)
+    _run_tiny(tmp_path / "two", {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}, epochs=1)
+    for a, b in zip(_params(tmp_path / "one"), _params(tmp_path / "two")):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_changed_config_in_same_workdir_is_refused(tmp_path):
+    cfg = train.TrainConfig(model=TINY_MODEL, epochs=0)
+    ps = phantom_pairs(8, seed=0, size=64)
+    train.train(cfg, ps, tmp_path, progress=False)
+    with pytest.raises(ValueError, match="different config"):
+        train.train(train.TrainConfig(model=TINY_MODEL, epochs=0, alpha=1.0), ps, tmp_path, progress=False)
