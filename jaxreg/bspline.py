@@ -27,6 +27,7 @@ __all__ = [
     "bspline_displacement",
     "upsample_control",
     "subdivision_matrix",
+    "carry_up",
 ]
 
 
@@ -132,3 +133,27 @@ def upsample_control(control, image_shape: Sequence[int], stride):
             f"got {shape_str(control)}"
         )
     return _contract(jnp.asarray(control), [subdivision_matrix(n, s) for n, s in zip(image_shape, strides)])
+
+
+def carry_up(control, fine_shape: Sequence[int], stride, ratio: int = 2):
+    """Moves a grid from an image downsampled by `ratio` to the `fine_shape` image, same `stride` in each's pixels.
+
+    control `(*control_grid_shape(fine_shape // ratio, stride), ndim)` (coarse pixels) ->
+    `(*control_grid_shape(fine_shape, stride), ndim)` (fine pixels): values scaled by `ratio`, grid refined by
+    exact subdivision (`ratio` a power of two). Coarse pixel i is taken to sit at fine pixel ratio * i.
+    """
+    fine_shape = tuple(int(n) for n in fine_shape)
+    ndim = check_displacement("control", control)
+    strides = as_tuple(stride, ndim, "stride")
+    if ratio < 1 or ratio & (ratio - 1):
+        raise ValueError(f"ratio must be a power of two; got {ratio}")
+    out = control * ratio
+    s = tuple(st * ratio for st in strides)
+    if tuple(out.shape[:-1]) != control_grid_shape(fine_shape, s):
+        raise ValueError(
+            f"control {shape_str(control)} does not match fine_shape {fine_shape} / {ratio} at stride {strides}"
+        )
+    while s != strides:
+        out = upsample_control(out, fine_shape, s)
+        s = tuple(v // 2 for v in s)
+    return out

@@ -104,15 +104,9 @@ class RegNet(nn.Module):
             pads = [(0, 0)] + [(1, t - n - 1) for t, n in zip(target, head.shape[1:-1])] + [(0, 0)]
             control = jnp.pad(head, pads, mode="edge")
             if cfg.residual_levels and outputs:
-                prev_factor = cfg.level_factors[level - 1]
-                ratio = prev_factor // factor  # previous level's pixels are `ratio` of this level's
+                ratio = cfg.level_factors[level - 1] // factor  # previous level's pixels are `ratio` of this level's
                 level_shape = tuple(n // factor for n in spatial)
-                prev = outputs[-1] * ratio
-                s = cfg.stride * ratio
-                while s > cfg.stride:  # refine the grid until it has this level's stride
-                    prev = jax.vmap(lambda c, s=s: bspline.upsample_control(c, level_shape, s))(prev)
-                    s //= 2
-                control = control + prev
+                control = control + jax.vmap(lambda c: bspline.carry_up(c, level_shape, cfg.stride, ratio))(outputs[-1])
             outputs.append(control)
         return outputs
 

@@ -125,3 +125,14 @@ def test_bad_input_errors():
         bspline.upsample_control(np.zeros(bspline.control_grid_shape((32, 32), 3) + (2,)), (32, 32), 3)
     with pytest.raises(ValueError, match="control must have shape"):
         jax.jit(lambda c: bspline.bspline_displacement(c, (32, 32), 4))(good)
+
+
+def test_carry_up_matches_coarse_field_on_fine_grid():
+    coarse = np.random.default_rng(3).normal(size=bspline.control_grid_shape((14, 14), 4) + (2,)).astype(np.float32)
+    fine = bspline.carry_up(coarse, (56, 56), 4, ratio=4)
+    assert fine.shape == bspline.control_grid_shape((56, 56), 4) + (2,)
+    u_c = np.asarray(bspline.bspline_displacement(coarse, (14, 14), 4))
+    u_f = np.asarray(bspline.bspline_displacement(fine, (56, 56), 4))
+    np.testing.assert_allclose(u_f[::4, ::4], 4 * u_c, atol=1e-4)  # fine pixel 4i is coarse pixel i
+    with pytest.raises(ValueError, match="power of two"):
+        bspline.carry_up(coarse, (42, 42), 4, ratio=3)

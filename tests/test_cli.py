@@ -1,0 +1,75 @@
+"""`jaxreg register`: outputs on the fixed grid, and one-line errors with exit status 2 for bad input."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from jaxreg import cli
+from tests.test_data import write_patient
+
+
+@pytest.fixture(scope="module")
+def patient(tmp_path_factory):
+    root = tmp_path_factory.mktemp("acdc")
+    return write_patient(root, "patient001", shape=(48, 40, 2), center=(24, 16), rv_slices=(0, 1))
+
+
+def _files(p):
+    return (p / "patient001_frame08.nii.gz", p / "patient001_frame01.nii.gz", p / "patient001_frame01_gt.nii.gz",
+            p / "patient001_frame08_gt.nii.gz")
+
+
+def test_classic_register_writes_outputs_on_fixed_grid(patient, tmp_path):
+    f, m, ml, fl = _files(patient)
+    out = tmp_path / "out"
+    rc = cli.main(["register", "--fixed", str(f), "--moving", str(m), "--moving-labels", str(ml), "--fixed-labels",
+                   str(fl), "--method", "classic", "--out", str(out)])
+    assert rc == 0
+    disp = nib.load(str(out / "displacement.nii.gz"))
+    assert disp.shape == (48, 40, 2, 2)
+    np.testing.assert_allclose(disp.affine, nib.load(str(f)).affine)
+    assert nib.load(str(out / "warped.nii.gz")).shape == (48, 40, 2)
+    wl = np.asarray(nib.load(str(out / "warped_labels.nii.gz")).dataobj)
+    assert set(np.unique(wl)) <= {0, 1, 2, 3}
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["method"] == "classic" and rep["slices"] == 2 and rep["folding_percent"] >= 0
+    assert rep["dice_mean_after"] >= rep["dice_mean_before"] - 0.02
+
+
+@pytest.mark.parametrize("case", ["missing", "shape", "nan", "labels", "exists", "corrupt", "nomodel"])
+def test_bad_input_is_one_line_exit_2(patient, tmp_path, capsys, case):
+    f, m, ml, _ = _files(patient)
+    out = tmp_path / "out"
+    args = ["register", "--fixed", str(f), "--moving", str(m), "--method", "classic", "--out", str(out)]
+    if case == "missing":
+        args[2] = str(tmp_path / "nope.nii.gz")
+    elif case == "shape":
+        nib.save(nib.Nifti1Image(np.zeros((48, 41, 2), np.float32), np.eye(4)), str(tmp_path / "s.nii.gz"))
+        args[4] = str(tmp_path / "s.nii.gz")
+    elif case == "nan":
+        arr = np.asarray(nib.load(str(m)).dataobj).copy()
+        arr[0, 0, 0] = np.nan
+        nib.save(nib.Nifti1Image(arr, nib.load(str(m)).affine), str(tmp_path / "n.nii.gz"))
+        args[4] = str(tmp_path / "n.nii.gz")
+    elif case == "labels":
+        lab = np.asarray(nib.load(str(ml)).dataobj).copy()
+        lab[0, 0, 0] = 9
+        nib.save(nib.Nifti1Image(lab, np.eye(4)), str(tmp_path / "l.nii.gz"))
+        args += ["--moving-labels", str(tmp_path / "l.nii.gz")]
+    elif case == "exists":
+        out.mkdir()
+    elif case == "corrupt":
+        (tmp_path / "c.nii.gz").write_bytes(b"\x1f\x8b garbage")
+        args[4] = str(tmp_path / "c.nii.gz")
+    elif case == "nomodel":
+        args[args.index("classic")] = "learned"
+        args += ["--model", str(tmp_path / "no_model_here")]
+    rc = cli.main(args)
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith("jaxreg: error: ") and err.count("\n") == 1 and "Traceback" not in err
+    if case != "exists":
+        assert not out.exists()
+    assert not list(tmp_path.glob(".jaxreg-*"))  # nothing half-written left behind
