@@ -1,0 +1,56 @@
+"""Fig. 3 and Fig. 4 for one fold: before, classic (jaxreg.classic) and the network, on the fold's test pairs.
+
+    python -m experiments.figures --workdir runs/acdc_paper/fold0 [--data_dir ../shared/data/acdc/training]
+Writes fig3_dice.png, fig4_examples.png, results_classic.json and pairs_*.csv into --workdir.
+Images derived from ACDC stay out of the repository (research-only licence).
+"""
+
+import json
+import pathlib
+import time
+
+import jax
+import numpy as np
+from absl import app, flags
+
+from jaxreg import classic, experiment, figures, train
+
+flags.DEFINE_string("workdir", None, "Training workdir of one fold.", required=True)
+flags.DEFINE_string("data_dir", None, "Override the data folder recorded in experiment.json.")
+flags.DEFINE_integer("examples", 3, "Pairs in Fig. 4.")
+FLAGS = flags.FLAGS
+
+
+def _dice(pairs, u):
+    fl, ml = pairs.fixed_labels.astype(np.int32), pairs.moving_labels.astype(np.int32)
+    before, after, _ = (np.asarray(a) for a in jax.vmap(train._pair_metrics)(fl, ml, jax.numpy.asarray(u)))
+    return before, after
+
+
+def main(argv):
+    del argv
+    wd = pathlib.Path(FLAGS.workdir)
+    meta = json.loads((wd / "experiment.json").read_text())
+    exp = experiment.ExperimentConfig(**{k: v for k, v in meta.items() if k in experiment.ExperimentConfig.__dataclass_fields__})
+    if FLAGS.data_dir:
+        exp = experiment.ExperimentConfig(**{**exp.__dict__, "data_dir": FLAGS.data_dir})
+    pairs = experiment.load_pairs(exp).select_patients(meta["test_patients"])
+    trainer, params = train.load_trained(wd, pairs.fixed.shape[1:])
+    u_net = train.predict(trainer, params, pairs.fixed, pairs.moving)
+    t0 = time.perf_counter()
+    u_cl = np.asarray(classic.register_batch(pairs.fixed, pairs.moving, classic.ClassicConfig())[0])
+    res_cl = train.summarize(pairs, u_cl, time.perf_counter() - t0, wd, method="classic")
+    before, after_net = _dice(pairs, u_net)
+    _, after_cl = _dice(pairs, u_cl)
+    figures.dice_boxplot({"before": before, "classic": after_cl, "network": after_net}, wd / "fig3_dice.png",
+                         title=f"{len(pairs)} test pairs, fold {exp.fold}")
+    idx = np.argsort(np.nanmean(before, 1))[: FLAGS.examples]  # the hardest pairs before registration
+    figures.example_pairs(pairs.fixed[idx], pairs.moving[idx], {"classic": u_cl[idx], "network": u_net[idx]},
+                          wd / "fig4_examples.png")
+    print(f"Dice mean: before {100 * np.nanmean(before):.1f}%, classic {100 * np.nanmean(after_cl):.1f}%, "
+          f"network {100 * np.nanmean(after_net):.1f}%; classic {1e3 * res_cl['seconds_per_pair']:.1f} ms/pair")
+    print(f"wrote {wd / 'fig3_dice.png'} and {wd / 'fig4_examples.png'}")
+
+
+if __name__ == "__main__":
+    app.run(main)

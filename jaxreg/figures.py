@@ -1,0 +1,80 @@
+"""The paper's figures from measured results: Fig. 3 (Dice box plots) and Fig. 4 (example pairs with deformed grids)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def dice_boxplot(per_method: dict, path, title: str = "") -> None:
+    """Fig. 3: per_method maps a name (e.g. "before", "classic", "network") to Dice `(N, 3)` (LV, RV, MYO)."""
+    plt = _plt()
+    names = list(per_method)
+    groups = [("mean", None), ("LV cavity", 0), ("RV cavity", 1), ("myocardium", 2)]
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    colors = ["#bbbbbb", "#6baed6", "#fd8d3c", "#74c476", "#9e9ac8"]
+    pos, ticks = 0, []
+    for gname, j in groups:
+        start = pos
+        for k, nm in enumerate(names):
+            d = np.asarray(per_method[nm], float)
+            vals = np.nanmean(d, 1) if j is None else d[:, j]
+            vals = vals[np.isfinite(vals)]
+            bp = ax.boxplot(vals, positions=[pos], widths=0.7, patch_artist=True, showfliers=False)
+            bp["boxes"][0].set_facecolor(colors[k % len(colors)])
+            pos += 1
+        ticks.append(((start + pos - 1) / 2, gname))
+        pos += 1
+    ax.set_xticks([t for t, _ in ticks], [g for _, g in ticks])
+    ax.set_ylabel("Dice")
+    ax.set_ylim(0, 1)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[k % len(colors)]) for k in range(len(names))]
+    ax.legend(handles, names, loc="lower right", fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def example_pairs(fixed, moving, fields: dict, path, grid_step: int = 8) -> None:
+    """Fig. 4: rows of M, F, |F-M|, then |F - M(y)| with the deformed grid for each named field `(N, H, W, 2)`."""
+    import jax
+
+    from jaxreg import warp
+
+    plt = _plt()
+    n = len(fixed)
+    cols = 3 + len(fields)
+    fig, axes = plt.subplots(n, cols, figsize=(2.1 * cols, 2.1 * n), squeeze=False)
+    for i in range(n):
+        f, m = fixed[i], moving[i]
+        panels = [(m, "M", "gray"), (f, "F", "gray"), (np.abs(f - m), "|F-M|", "gray_r")]
+        for name, u in fields.items():
+            w = np.asarray(warp.warp(m, u[i]))
+            panels.append((np.abs(f - w), f"|F-M(y)| {name}", "gray_r"))
+        for j, (img, title, cmap) in enumerate(panels):
+            ax = axes[i, j]
+            ax.imshow(img, cmap=cmap, vmin=0, vmax=1 if cmap == "gray" else 0.6)
+            ax.set_title(title, fontsize=7)
+            ax.axis("off")
+            if j >= 3:
+                u = np.asarray(list(fields.values())[j - 3][i])
+                h, wd = u.shape[:2]
+                ys, xs = np.mgrid[0:h, 0:wd].astype(float)
+                gy, gx = ys + u[..., 0], xs + u[..., 1]
+                for r in range(0, h, grid_step):
+                    ax.plot(gx[r], gy[r], color="tab:red", lw=0.4)
+                for c in range(0, wd, grid_step):
+                    ax.plot(gx[:, c], gy[:, c], color="tab:red", lw=0.4)
+    del jax
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
