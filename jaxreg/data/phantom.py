@@ -138,7 +138,11 @@ def _render(y, p, g, size):
     liver = _sig((1.0 - jnp.sqrt(jnp.sum(dl * dl, -1))) * 0.15 * size)
     heart_rho = jnp.minimum(rho / g["r_epi"], rv_rho)
     fat_band = _sig((heart_rho - 1.0) * 6.0) * _sig((1.25 - heart_rho) * 6.0)
-    fat_mod = 0.5 + 0.5 * jnp.sin(3.0 * jnp.arctan2(q[..., 1], q[..., 0]) + p["rv_angle"])
+    # sin(3 theta + phase) from the unit vector by the triple-angle formulas (no per-pixel atan2/sin)
+    inv = jax.lax.rsqrt(q[..., 0] ** 2 + q[..., 1] ** 2 + 1e-9)
+    ct, st = q[..., 0] * inv, q[..., 1] * inv
+    s3, c3 = st * (3.0 - 4.0 * st * st), ct * (4.0 * ct * ct - 3.0)
+    fat_mod = 0.5 + 0.5 * (s3 * jnp.cos(p["rv_angle"]) + c3 * jnp.sin(p["rv_angle"]))
     img = 0.32 * body
     img = img + (0.8 - img) * subcut * body
     img = img + (0.05 - img) * jnp.clip(lung, 0, 1) * body
