@@ -2,7 +2,7 @@
 
     python -m experiments.ablation --data_dir ../shared/data/acdc/training --workdir runs/ablation \
         --schedule short --folds 0
-Each of the 19 runs (optimum + 18) trains in WORKDIR/<name>/foldK, resumable: finished runs are skipped, a killed
+Each of the 16 runs (the optimum + 5 factors x 3 weights; Table 1's 18 cells share the optimum row) trains in WORKDIR/<name>/foldK, resumable: finished runs are skipped, a killed
 run resumes from its last epoch. Writes WORKDIR/ablation.md (Dice after, folding %) and ablation.json.
 Schedules: paper (40 epochs, x8), short (10 epochs, x2), tiny (1 epoch, x1: smoke test).
 """

@@ -1,0 +1,51 @@
+"""absl entry points: presets + flag overrides, the ablation grid, cross-validation aggregation."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from jaxreg import experiment
+from jaxreg.train import TrainConfig
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_ablation_grid_is_the_papers_table():
+    from experiments import ablation
+
+    runs = ablation.settings(TrainConfig())
+    assert len(runs) == 16  # the optimum + 5 factors x 3 weights: the 18 cells of Table 1 share the optimum
+    assert runs["delta_x100"].delta == 100.0 and runs["alpha_x0.01"].alpha == pytest.approx(10.0)
+    assert runs["beta_x0"].beta == 0.0 and runs["opt"] == TrainConfig()
+    assert all(r.delta == 1.0 for k, r in runs.items() if not k.startswith("delta"))
+
+
+def test_aggregate_mean_std():
+    agg = experiment.aggregate([{"fold": 0, "dice_mean_after": 0.8}, {"fold": 1, "dice_mean_after": 0.9}])
+    assert agg["dice_mean_after"]["mean"] == pytest.approx(0.85)
+    assert agg["dice_mean_after"]["std"] == pytest.approx(0.05)
+    assert agg["folds"] == [0, 1]
+
+
+def test_cross_validate_two_tiny_folds(tmp_path):
+    cmd = [sys.executable, "-m", "experiments.cross_validate", "--config", "tiny", "--workdir", str(tmp_path),
+           "--noprogress", "--epochs", "1", "--alpha", "100"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    agg = json.loads((tmp_path / "cv_results.json").read_text())
+    assert agg["folds"] == [0, 1] and 0 <= agg["dice_mean_after"]["mean"] <= 1
+    cfg = json.loads((tmp_path / "fold1" / "config.json").read_text())
+    assert cfg["alpha"] == 100 and cfg["epochs"] == 1  # flags override the preset
+    test0 = set(json.loads((tmp_path / "fold0" / "experiment.json").read_text())["test_patients"])
+    test1 = set(json.loads((tmp_path / "fold1" / "experiment.json").read_text())["test_patients"])
+    assert test0 and test1 and not test0 & test1
+
+
+def test_bad_data_dir_is_a_one_line_error(tmp_path):
+    cmd = [sys.executable, "-m", "experiments.train", "--data_dir", str(tmp_path / "nope"), "--workdir",
+           str(tmp_path / "w"), "--noprogress"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "does not exist" in out.stderr and "Traceback" not in out.stderr
