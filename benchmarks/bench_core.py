@@ -14,25 +14,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from timing import median_time  # benchmarks/ is on sys.path when run as a script
 from jaxreg import bspline, losses, warp
-
-
-def median_time(fn, warmup, repeats):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 # ---------------------------------------------------------------- JAX side

@@ -11,27 +11,16 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from timing import median_time  # benchmarks/ is on sys.path when run as a script
 from jaxreg import bspline, train
 from jaxreg.data import phantom_pairs
 from jaxreg.models import level_shapes
-
-
-def median_time(fn, warmup, repeats):
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
 
 
 def torch_twin(cfg: train.TrainConfig, image_shape, threads):
