@@ -15,7 +15,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import pathlib
 import time
 from typing import Any, Callable
@@ -324,8 +323,8 @@ def summarize(pairs: PairSet, u: np.ndarray, seconds: float, workdir=None, metho
     return res
 
 
-def restore_params(workdir, epoch: int | None = None):
-    """(TrainConfig, params) of the latest (or given) epoch checkpoint in a training workdir."""
+def _open_run(workdir, epoch: int | None = None):
+    """(TrainConfig, checkpoint manager, epoch) of the latest (or given) checkpoint in a training workdir."""
     workdir = pathlib.Path(workdir)
     cfg_path = workdir / "config.json"
     if not cfg_path.is_file():
@@ -340,7 +339,7 @@ def restore_params(workdir, epoch: int | None = None):
 
 def load_trained(workdir, image_shape=(112, 112), epoch: int | None = None):
     """(Trainer, params) restored from a training workdir."""
-    cfg, ckpt, epoch = restore_params(workdir, epoch)
+    cfg, ckpt, epoch = _open_run(workdir, epoch)
     trainer = Trainer(cfg, tuple(image_shape))
     state = ckpt.restore(epoch, trainer.init_state())
     ckpt.close()
