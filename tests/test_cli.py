@@ -73,3 +73,20 @@ def test_bad_input_is_one_line_exit_2(patient, tmp_path, capsys, case):
     if case != "exists":
         assert not out.exists()
     assert not list(tmp_path.glob(".jaxreg-*"))  # nothing half-written left behind
+
+
+def test_shipped_model_and_learned_method(patient, tmp_path):
+    import jaxreg
+
+    model = jaxreg.load_model()
+    fixed = np.random.default_rng(0).random((3, 112, 112)).astype(np.float32)
+    u = np.asarray(model(fixed, fixed[::-1]))
+    assert u.shape == (3, 112, 112, 2) and np.all(np.isfinite(u))
+    with pytest.raises(ValueError, match="must both be"):
+        model(fixed[:, :100], fixed[:, :100])
+    f, m, ml, fl = _files(patient)
+    out = tmp_path / "learned"
+    assert cli.main(["register", "--fixed", str(f), "--moving", str(m), "--moving-labels", str(ml),
+                     "--out", str(out)]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["method"] == "learned" and rep["model"] == "shipped"
