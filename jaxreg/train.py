@@ -346,3 +346,17 @@ def load_trained(workdir, image_shape=(112, 112), epoch: int | None = None):
     return trainer, jax.device_put(state["params"], trainer.replicated)
 
 
+
+
+def identity_terms(pairs: PairSet) -> dict:
+    """Mean loss terms at u = 0 over a PairSet: NGF (squared/unsquared) and label SSD as pixel sums, and the label
+    term as the training loss normalises it (mean squared one-hot error). The check behind the loss convention."""
+    f, m = jnp.asarray(pairs.fixed), jnp.asarray(pairs.moving)
+    fo = jax.nn.one_hot(pairs.fixed_labels, NUM_CLASSES)
+    mo = jax.nn.one_hot(pairs.moving_labels, NUM_CLASSES)
+    n = math.prod(pairs.fixed.shape[1:])
+    ssd = jax.vmap(losses.label_ssd)(fo, mo)
+    return {"ngf_pix": float(jnp.mean(jax.vmap(losses.ngf)(f, m))),
+            "ngf_unsquared_pix": float(jnp.mean(jax.vmap(lambda a, b: losses.ngf(a, b, squared=False))(f, m))),
+            "label_ssd_pix": float(jnp.mean(ssd)),
+            "label_mse": float(jnp.mean(ssd) / (0.5 * n * NUM_CLASSES))}
