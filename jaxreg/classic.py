@@ -37,19 +37,6 @@ class ClassicConfig:
     squared_ngf: bool = True
 
 
-def pool(x, factor: int, spatial_ndim: int):
-    """Average-pools the first `spatial_ndim` axes of `x` by `factor` (trailing channel axis kept)."""
-    if factor == 1:
-        return x
-    shape = []
-    for n in x.shape[:spatial_ndim]:
-        if n % factor:
-            raise ValueError(f"image side {n} is not divisible by the pyramid factor {factor}")
-        shape += [n // factor, factor]
-    x = x.reshape(shape + list(x.shape[spatial_ndim:]))
-    return x.mean(axis=tuple(1 + 2 * i for i in range(spatial_ndim)))
-
-
 def _minimise(fun, x0, max_iters: int, rtol: float):
     opt = optax.lbfgs()
     value_and_grad = optax.value_and_grad_from_state(fun)
@@ -95,9 +82,9 @@ def register(fixed, moving, cfg: ClassicConfig = ClassicConfig(), init_u=None, f
     iters = []
     for li, f in enumerate(levels):
         lshape = tuple(n // f for n in shape)
-        fl, ml = pool(fixed, f, nd), pool(moving, f, nd)
+        fl, ml = warp.downsample(fixed, f, nd), warp.downsample(moving, f, nd)
         if use_labels:
-            fol, mol = pool(fo, f, nd), pool(mo, f, nd)
+            fol, mol = warp.downsample(fo, f, nd), warp.downsample(mo, f, nd)
         grid = bspline.control_grid_shape(lshape, cfg.stride)
         if control is None:
             control = jnp.zeros(grid + (nd,), jnp.float32)

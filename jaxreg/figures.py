@@ -46,8 +46,6 @@ def dice_boxplot(per_method: dict, path, title: str = "") -> None:
 
 def example_pairs(fixed, moving, fields: dict, path, grid_step: int = 8) -> None:
     """Fig. 4: rows of M, F, |F-M|, then |F - M(y)| with the deformed grid for each named field `(N, H, W, 2)`."""
-    import jax
-
     from jaxreg import warp
 
     plt = _plt()
@@ -74,7 +72,6 @@ def example_pairs(fixed, moving, fields: dict, path, grid_step: int = 8) -> None
                     ax.plot(gx[r], gy[r], color="tab:red", lw=0.4)
                 for c in range(0, wd, grid_step):
                     ax.plot(gx[:, c], gy[:, c], color="tab:red", lw=0.4)
-    del jax
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -65,19 +65,6 @@ class TrainConfig:
         return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
-def avg_pool(x, factor: int):
-    """Average-pools the spatial axes `(B, *S, C)` by `factor` (1 = unchanged)."""
-    if factor == 1:
-        return x
-    nd = x.ndim - 2
-    b, c = x.shape[0], x.shape[-1]
-    shape = [b]
-    for n in x.shape[1:-1]:
-        shape += [n // factor, factor]
-    x = x.reshape(shape + [c])
-    return x.mean(axis=tuple(2 + 2 * i for i in range(nd)))
-
-
 def level_losses(u, fixed, moving, fixed_oh, moving_oh, cfg: TrainConfig, n_finest: int):
     """Loss terms of one level for one sample: u `(*S, nd)` level pixels, images `(*S)`, one-hot `(*S, C)`."""
     d = losses.ngf(fixed, warp.warp(moving, u), eps=cfg.epsilon, squared=cfg.squared_ngf)
@@ -95,9 +82,8 @@ def loss_fn(params, model: RegNet, batch, cfg: TrainConfig):
     n_finest = math.prod(spatial)
     tot = {"ngf": 0.0, "curvature": 0.0, "label": 0.0}
     for w, u, factor in zip(cfg.level_weights, fields, cfg.model.level_factors):
-        f = avg_pool(fixed[..., None], factor)[..., 0]
-        m = avg_pool(moving[..., None], factor)[..., 0]
-        fo, mo = avg_pool(fixed_oh, factor), avg_pool(moving_oh, factor)
+        pool = jax.vmap(lambda a, factor=factor: warp.downsample(a, factor, len(spatial)))
+        f, m, fo, mo = pool(fixed), pool(moving), pool(fixed_oh), pool(moving_oh)
         d, r, b = jax.vmap(lambda *a: level_losses(*a, cfg, n_finest))(u, f, m, fo, mo)
         tot["ngf"] += w * jnp.mean(d)
         tot["curvature"] += w * jnp.mean(r)

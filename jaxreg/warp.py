@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from jaxreg._checks import check_displacement, shape_str
 
-__all__ = ["identity_grid", "warp", "warp_labels", "compose"]
+__all__ = ["identity_grid", "warp", "warp_labels", "compose", "downsample"]
 
 _MODES = ("border", "constant")
 
@@ -155,3 +155,16 @@ def compose(u1, u2, mode: str = "border"):
     if u1.shape != u2.shape:
         raise ValueError(f"u1 and u2 must have the same shape; got {shape_str(u1)} and {shape_str(u2)}")
     return u1 + warp(u2, u1, order=1, mode=mode)
+
+
+def downsample(x, factor: int, spatial_ndim: int):
+    """Average-pools the first `spatial_ndim` axes of `x` by `factor` (trailing channel axes kept): the pyramid step."""
+    if factor == 1:
+        return x
+    shape = []
+    for n in x.shape[:spatial_ndim]:
+        if n % factor:
+            raise ValueError(f"image side {n} is not divisible by the pyramid factor {factor}")
+        shape += [n // factor, factor]
+    x = x.reshape(shape + list(x.shape[spatial_ndim:]))
+    return x.mean(axis=tuple(1 + 2 * i for i in range(spatial_ndim)))

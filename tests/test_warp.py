@@ -150,3 +150,11 @@ def test_constant_mode_cval_matches_scipy():
     coords = np.moveaxis(np.stack(np.meshgrid(np.arange(8), np.arange(9), indexing="ij"), -1) + u, -1, 0)
     ref = ndimage.map_coordinates(img.astype(np.float64), coords, order=1, mode="grid-constant", cval=0.7)
     np.testing.assert_allclose(W.warp(img, u, mode="constant", cval=0.7), ref, atol=1e-5)
+
+
+def test_downsample_is_block_mean():
+    x = np.arange(4 * 6 * 2, dtype=np.float32).reshape(4, 6, 2)
+    got = np.asarray(W.downsample(x, 2, 2))
+    np.testing.assert_allclose(got, x.reshape(2, 2, 3, 2, 2).mean((1, 3)))
+    with pytest.raises(ValueError, match="divisible"):
+        W.downsample(np.zeros((5, 6)), 2, 2)
