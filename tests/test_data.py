@@ -4,6 +4,7 @@ import gzip
 import pathlib
 
 import jax
+import jax.numpy as jnp
 import nibabel as nib
 import numpy as np
 import pytest
@@ -171,6 +172,7 @@ def test_phantom_determinism_and_sanity():
     np.testing.assert_array_equal(a.true_displacement, b.true_displacement)
     assert not np.array_equal(a.fixed, phantom_pairs(16, seed=6, size=64).fixed)
     assert a.fixed.shape == (32, 64, 64) and a.true_displacement.shape == (32, 64, 64, 2)
+    assert np.isfinite(a.fixed).all() and a.fixed.min() >= 0 and a.fixed.max() <= 1
     ed = a.moving_labels[:16]  # ED->ES rows: moving is ED
     es = a.fixed_labels[:16]
     for lab in (ed, es):
@@ -184,6 +186,29 @@ def test_phantom_determinism_and_sanity():
         nb = [np.roll(lab, s, ax) for s in (1, -1) for ax in (0, 1)]
         assert all(np.all(np.isin(n[cav], (2, 3))) for n in nb)
         assert not (lab == 3)[0].any() and not (lab == 3)[-1].any()
+
+
+def test_phantom_noise_is_rician():
+    """The hash-based Box-Muller noise has the Rician law: Rayleigh at zero signal, ~Gaussian at high SNR."""
+    from jaxreg.data import phantom
+
+    u = np.asarray(phantom._hash_uniform(jnp.uint32(7), (256, 256)))
+    assert 0 <= u.min() and u.max() < 1 and abs(u.mean() - 0.5) < 0.005 and abs(u.std() - 12**-0.5) < 0.005
+    assert abs(np.corrcoef(u[:, :-1].ravel(), u[:, 1:].ravel())[0, 1]) < 0.02  # neighbours independent
+    v = np.asarray(phantom._hash_uniform(jnp.uint32(8), (256, 256)))
+    assert abs(np.corrcoef(u.ravel(), v.ravel())[0, 1]) < 0.02  # seeds independent
+    seeds = jnp.array([11, 12], jnp.uint32)
+    sigma = 0.05
+    zero = np.asarray(phantom._rician(jnp.zeros((256, 256)), sigma, seeds))
+    # signal/sigma spanning 0..4: somewhere signal + noise cancels, where rounding must not give sqrt(< 0) = NaN
+    ramp = jnp.broadcast_to(jnp.linspace(0.0, 4e-3, 2048)[:, None], (2048, 2048))
+    near = np.asarray(phantom._rician(ramp, 1e-3, seeds))
+    assert np.isfinite(near).all() and np.isfinite(zero).all()
+    np.testing.assert_allclose(zero.mean(), sigma * np.sqrt(np.pi / 2), rtol=0.02)  # Rayleigh mean
+    np.testing.assert_allclose((zero**2).mean(), 2 * sigma**2, rtol=0.03)
+    high = np.asarray(phantom._rician(jnp.ones((256, 256)), sigma, seeds))
+    np.testing.assert_allclose(high.std(), sigma, rtol=0.03)
+    np.testing.assert_allclose((high**2).mean(), 1 + 2 * sigma**2, rtol=1e-3)
 
 
 def test_phantom_true_displacement_aligns_labels():
