@@ -139,7 +139,7 @@ def torch_twin(cfg: train.TrainConfig, image_shape, threads):
             d = ngf(fl_, sample(ml_, u), cfg.epsilon)
             r = curvature(u)
             b = 0.5 * ((sample(mol, u) - fol) ** 2).sum((1, 2, 3)) / (0.5 * n_fine * 4)
-            total = total + (cfg.delta * d + cfg.alpha * r + cfg.beta * b).mean()
+            total = total + (cfg.delta * d + cfg.alpha * cfg.curvature_scale * r + cfg.beta * b).mean()
         opt.zero_grad()
         total.backward()
         opt.step()

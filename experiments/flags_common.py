@@ -15,6 +15,8 @@ flags.DEFINE_integer("fold", None, "Test fold.")
 flags.DEFINE_integer("num_folds", None, "Patient-wise folds (1: train on all pairs).")
 flags.DEFINE_float("delta", None, "NGF weight (paper 1).")
 flags.DEFINE_float("alpha", None, "Curvature weight (paper 1e3).")
+flags.DEFINE_float("curvature_scale", None, "Maps the paper's alpha onto the pixel-sum curvature: "
+                   "alpha * curvature_scale (default 0.01, chosen on a validation fold; 1 = alpha at face value).")
 flags.DEFINE_float("beta", None, "Label-loss weight (paper 5e4; on the mean squared one-hot error).")
 flags.DEFINE_float("epsilon", None, "NGF edge parameter, intensity per pixel (paper 0.1).")
 flags.DEFINE_integer("epochs", None, "Epochs (paper 40).")
@@ -28,7 +30,7 @@ flags.DEFINE_bool("progress", True, "Show a progress bar per epoch.")
 
 FLAGS = flags.FLAGS
 
-_TRAIN_FIELDS = ("delta", "alpha", "beta", "epsilon", "epochs", "batch_size", "learning_rate", "augment", "seed")
+_TRAIN_FIELDS = ("delta", "alpha", "curvature_scale", "beta", "epsilon", "epochs", "batch_size", "learning_rate", "augment", "seed")
 _EXP_FIELDS = ("fold", "num_folds", "phantom_slices", "pixel_mm")
 
 
@@ -47,4 +49,5 @@ def experiment_from_flags(**overrides) -> ExperimentConfig:
 def default_workdir(exp: ExperimentConfig) -> str:
     data = "acdc" if exp.data_dir else "phantom"
     t = exp.train
-    return f"runs/{data}_d{t.delta:g}_a{t.alpha:g}_b{t.beta:g}_e{t.epochs}_x{t.augment}/fold{exp.fold}"
+    return (f"runs/{data}_d{t.delta:g}_a{t.alpha:g}s{t.curvature_scale:g}_b{t.beta:g}_e{t.epochs}_x{t.augment}"
+            f"/fold{exp.fold}")

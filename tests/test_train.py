@@ -45,7 +45,7 @@ def test_3d_variant_is_a_parameter():
 
 
 def test_loss_is_the_sum_of_library_terms():
-    cfg = train.TrainConfig(model=TINY_MODEL, delta=1.0, alpha=10.0, beta=5.0)
+    cfg = train.TrainConfig(model=TINY_MODEL, delta=1.0, alpha=10.0, curvature_scale=0.5, beta=5.0)
     model = RegNet(cfg.model)
     ps = phantom_pairs(2, seed=0, size=64)
     f, m = jnp.asarray(ps.fixed), jnp.asarray(ps.moving)
@@ -64,9 +64,17 @@ def test_loss_is_the_sum_of_library_terms():
             d = losses.ngf(fl, warp.warp(ml, u[i]), eps=0.1)
             r = losses.curvature(u[i])
             b = jnp.mean((warp.warp(mol, u[i]) - fol) ** 2) * (64 // fac) ** 2 / 64**2
-            want += (d + 10.0 * r + 5.0 * b) / 2
+            want += (d + 10.0 * 0.5 * r + 5.0 * b) / 2
     np.testing.assert_allclose(loss, want, rtol=2e-4)
     assert set(terms) == {"ngf", "curvature", "label"}
+
+
+def test_config_json_round_trip_and_old_runs():
+    cfg = train.TrainConfig(model=TINY_MODEL, alpha=7.0, curvature_scale=0.3)
+    assert train.TrainConfig.from_json(json.loads(json.dumps(cfg.to_json()))) == cfg
+    old = cfg.to_json()
+    del old["curvature_scale"]  # written before the field existed: alpha acted unscaled
+    assert train.TrainConfig.from_json(old).curvature_scale == 1.0
 
 
 def _run_tiny(workdir, extra_env=None, epochs=3, popen=False):
