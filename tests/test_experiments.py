@@ -23,6 +23,23 @@ def test_ablation_grid_is_the_papers_table():
     assert all(r.delta == 1.0 for k, r in runs.items() if not k.startswith("delta"))
 
 
+def test_ablation_subset_runs_and_resumes(tmp_path):
+    cmd = [sys.executable, "-m", "experiments.ablation", "--config", "tiny", "--schedule", "tiny", "--noprogress",
+           "--workdir", str(tmp_path), "--folds", "0", "--runs", "beta_x0,opt"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "epoch 1" in out.stderr  # trained (the resume check below relies on this log line)
+    runs = json.loads((tmp_path / "ablation.json").read_text())["runs"]
+    assert set(runs) == {"opt", "beta_x0"}
+    table = (tmp_path / "ablation.md").read_text()
+    assert "| x0 | - | - | - | - |" in table  # delta_x0, alpha_x0 not run; beta_x0 filled
+    assert (tmp_path / "beta_x0" / "fold0" / "results.json").exists()
+    again = subprocess.run(cmd[:-1] + ["opt"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "epoch" not in again.stderr  # both finished: nothing retrains
+    bad = subprocess.run(cmd[:-1] + ["alpha_x7"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0 and "unknown settings" in bad.stderr
+
+
 def test_aggregate_mean_std():
     agg = experiment.aggregate([{"fold": 0, "dice_mean_after": 0.8}, {"fold": 1, "dice_mean_after": 0.9}])
     assert agg["dice_mean_after"]["mean"] == pytest.approx(0.85)
