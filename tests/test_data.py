@@ -173,6 +173,9 @@ def test_phantom_determinism_and_sanity():
     assert not np.array_equal(a.fixed, phantom_pairs(16, seed=6, size=64).fixed)
     assert a.fixed.shape == (32, 64, 64) and a.true_displacement.shape == (32, 64, 64, 2)
     assert np.isfinite(a.fixed).all() and a.fixed.min() >= 0 and a.fixed.max() <= 1
+    c = phantom_pairs(3, seed=5, size=64, directions=("ED->ES", "ES->ED"), slices_per_patient=8)  # other chunking
+    np.testing.assert_allclose(c.fixed[:3], a.fixed[:3], atol=1e-6)
+    np.testing.assert_allclose(c.true_displacement[3:], a.true_displacement[16:19], atol=1e-5)
     ed = a.moving_labels[:16]  # ED->ES rows: moving is ED
     es = a.fixed_labels[:16]
     for lab in (ed, es):

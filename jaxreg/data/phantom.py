@@ -289,7 +289,7 @@ def phantom_pairs(
     keys = jax.vmap(lambda pk, k: jax.random.wrap_key_data(
         jnp.concatenate([jax.random.key_data(pk)[:1], jax.random.key_data(k)[1:]])))(pkeys, keys)
     iters = inverse_iters if "ES->ED" in directions else 0
-    out = jax.device_get(_make_batch(keys, jnp.asarray(zpos, jnp.float32), size, iters))
+    out = jax.device_get(_make_batch(keys, jnp.asarray(zpos, jnp.float32), size, iters, chunk=min(8, n)))
     img_ed, lab_ed, img_es, lab_es, u_fwd, u_inv, group = (np.asarray(a) for a in out)
     parts = []
     for d in directions:
