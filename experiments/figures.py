@@ -50,7 +50,8 @@ def main(argv):
     figures.dice_boxplot({"before": before, "classic": after_cl, "network": after_net, "network + refine": after_ref},
                          wd / "fig3_dice.png",
                          title=f"{len(pairs)} test pairs, fold {exp.fold}")
-    idx = np.argsort(np.nanmean(before, 1))[: FLAGS.examples]  # the hardest pairs before registration
+    # the hardest pair before registration of each of the first FLAGS.examples patients in that order
+    idx = figures.hardest_per_patient(np.nanmean(before, 1), pairs.patient, FLAGS.examples)
     figures.example_pairs(pairs.fixed[idx], pairs.moving[idx], {"classic": u_cl[idx], "network": u_net[idx]},
                           wd / "fig4_examples.png")
     print(f"Dice mean: before {100 * np.nanmean(before):.1f}%, classic {100 * np.nanmean(after_cl):.1f}%, "

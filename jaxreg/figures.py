@@ -14,6 +14,20 @@ def _plt():
     return plt
 
 
+def hardest_per_patient(scores, patients, k: int) -> np.ndarray:
+    """Indices of the k lowest-scoring pairs, at most one per patient (Fig. 4's examples): scores `(N,)`, patients `(N,)`."""
+    scores = np.asarray(scores, float)
+    order = np.argsort(np.where(np.isfinite(scores), scores, np.inf), kind="stable")
+    chosen, seen = [], set()
+    for i in order:
+        if patients[i] not in seen:
+            seen.add(patients[i])
+            chosen.append(int(i))
+            if len(chosen) == k:
+                break
+    return np.asarray(chosen, int)
+
+
 def dice_boxplot(per_method: dict, path, title: str = "") -> None:
     """Fig. 3: per_method maps a name (e.g. "before", "classic", "network") to Dice `(N, 3)` (LV, RV, MYO)."""
     plt = _plt()

@@ -48,6 +48,7 @@ class TrainConfig:
     epsilon: float = 0.1
     squared_ngf: bool = True
     learning_rate: float = 1e-3
+    lr_schedule: str = "constant"  # "constant" (the paper) or "cosine" (decays to 0 over all epochs)
     batch_size: int = 30
     epochs: int = 40
     augment: int = 8  # passes over the training pairs per epoch: 1 original + (augment - 1) freshly deformed
@@ -65,6 +66,7 @@ class TrainConfig:
         d = dict(d)
         d["model"] = RegNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d["model"].items()})
         d.setdefault("curvature_scale", 1.0)  # runs written before the field existed used alpha unscaled
+        d.setdefault("lr_schedule", "constant")
         return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
@@ -95,16 +97,26 @@ def loss_fn(params, model: RegNet, batch, cfg: TrainConfig):
     return loss, tot
 
 
+def learning_rate_schedule(cfg: TrainConfig, steps_per_epoch: int):
+    """The Adam step size: a float for "constant", an optax schedule (step -> lr) for "cosine"."""
+    if cfg.lr_schedule == "constant":
+        return cfg.learning_rate
+    if cfg.lr_schedule == "cosine":
+        return optax.cosine_decay_schedule(cfg.learning_rate, max(cfg.epochs * steps_per_epoch, 1))
+    raise ValueError(f"lr_schedule must be 'constant' or 'cosine'; got {cfg.lr_schedule!r}")
+
+
 @dataclasses.dataclass
 class Trainer:
     """Holds the jitted step, shardings and the model; pure functions underneath."""
 
     cfg: TrainConfig
     image_shape: tuple
+    steps_per_epoch: int = 1  # sets the length of a decaying learning-rate schedule
 
     def __post_init__(self):
         self.model = RegNet(self.cfg.model)
-        self.tx = optax.adam(self.cfg.learning_rate)
+        self.tx = optax.adam(learning_rate_schedule(self.cfg, self.steps_per_epoch))
         devices = jax.devices()
         self.mesh = jax.make_mesh((len(devices),), ("data",), devices=devices,
                                   axis_types=(jax.sharding.AxisType.Auto,))
@@ -200,13 +212,14 @@ def train(cfg: TrainConfig, train_pairs: PairSet, workdir, progress: bool = True
     workdir.mkdir(parents=True, exist_ok=True)
     cfg_path = workdir / "config.json"
     if cfg_path.exists():
-        saved = json.loads(cfg_path.read_text())
-        if saved != json.loads(json.dumps(cfg.to_json())):
+        saved = TrainConfig.from_json(json.loads(cfg_path.read_text()))  # fields added later take their old meaning
+        if saved != TrainConfig.from_json(json.loads(json.dumps(cfg.to_json()))):
             raise ValueError(f"{cfg_path}: workdir holds a run with a different config; use a new --workdir")
     else:
         cfg_path.write_text(json.dumps(cfg.to_json(), indent=2))
     image_shape = train_pairs.fixed.shape[1:]
-    trainer = Trainer(cfg, image_shape)
+    n = len(train_pairs)
+    trainer = Trainer(cfg, image_shape, steps_per_epoch=len(epoch_batches(n, cfg, 0, len(jax.devices()))))
     state = trainer.init_state()
     ckpt = _Checkpoints(workdir)
     start = 0
@@ -217,7 +230,6 @@ def train(cfg: TrainConfig, train_pairs: PairSet, workdir, progress: bool = True
         log.info("resumed from %s epoch %d", workdir, latest)
     metrics_path = workdir / "metrics.jsonl"
     root_key = jax.random.key(cfg.seed)
-    n = len(train_pairs)
     for epoch in range(start, cfg.epochs):
         batches = epoch_batches(n, cfg, epoch, trainer.num_devices)
         ekey = jax.random.fold_in(root_key, epoch)

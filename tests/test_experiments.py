@@ -5,6 +5,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from jaxreg import experiment
@@ -66,3 +67,14 @@ def test_bad_data_dir_is_a_one_line_error(tmp_path):
            str(tmp_path / "w"), "--noprogress"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 2 and "does not exist" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_fig4_examples_are_the_hardest_pair_of_distinct_patients():
+    from jaxreg.figures import hardest_per_patient
+
+    scores = np.array([0.5, 0.1, 0.2, np.nan, 0.3, 0.05])
+    patients = np.array(["a", "b", "b", "c", "c", "a"])
+    # a's worst is 0.05 (index 5), b's 0.1 (1), c's 0.3 (4; NaN ranks last)
+    np.testing.assert_array_equal(hardest_per_patient(scores, patients, 3), [5, 1, 4])
+    np.testing.assert_array_equal(hardest_per_patient(scores, patients, 2), [5, 1])
+    assert len(hardest_per_patient(scores, patients, 10)) == 3

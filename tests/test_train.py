@@ -1,6 +1,7 @@
 """Network, loss and training loop on tiny configs: identity start, loss = library terms, resume after SIGKILL,
 two-device data parallelism equal to one device, and the files a run leaves behind."""
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -75,6 +76,28 @@ def test_config_json_round_trip_and_old_runs():
     old = cfg.to_json()
     del old["curvature_scale"]  # written before the field existed: alpha acted unscaled
     assert train.TrainConfig.from_json(old).curvature_scale == 1.0
+    del old["lr_schedule"]
+    assert train.TrainConfig.from_json(old).lr_schedule == "constant"
+
+
+def test_cosine_schedule_decays_over_all_steps_and_resumes(tmp_path):
+    cfg = train.TrainConfig(model=TINY_MODEL, learning_rate=2e-3, epochs=4, lr_schedule="cosine")
+    lr = train.learning_rate_schedule(cfg, steps_per_epoch=5)
+    np.testing.assert_allclose([lr(0), lr(10), lr(20)], [2e-3, 1e-3, 0.0], atol=1e-9)
+    assert train.learning_rate_schedule(dataclasses.replace(cfg, lr_schedule="constant"), 5) == 2e-3
+    with pytest.raises(ValueError, match="lr_schedule"):
+        train.learning_rate_schedule(dataclasses.replace(cfg, lr_schedule="step"), 5)
+    # a workdir written before lr_schedule existed (field absent) still resumes under the default config
+    pairs = phantom_pairs(8, size=64)
+    cfg = train.TrainConfig(model=TINY_MODEL, epochs=1, augment=1, batch_size=4)
+    _, first = train.train(cfg, pairs, tmp_path, progress=False)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    del saved["lr_schedule"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="different config"):
+        train.train(dataclasses.replace(cfg, lr_schedule="cosine"), pairs, tmp_path, progress=False)
+    _, state = train.train(cfg, pairs, tmp_path, progress=False)  # same config: resumes, nothing left to train
+    assert int(state["step"]) == int(first["step"]) > 0
 
 
 def _run_tiny(workdir, extra_env=None, epochs=3, popen=False):
