@@ -10,6 +10,7 @@ initial loss (checked and printed). Median of --repeats steps after --warmup. Al
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import time
 
@@ -148,12 +149,20 @@ def torch_twin(cfg: train.TrainConfig, image_shape, threads):
     return net, step
 
 
+def _timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=30)
+    ap.add_argument("--infer_chunk", type=int, nargs="+", default=[8],
+                    help="Trainer.infer_chunk values to time inference with (a value >= 80: one batch per call)")
     args = ap.parse_args()
     import torch
 
@@ -183,16 +192,19 @@ def main():
     t_torch = median_time(lambda: tstep(tf, tm, tfl, tml), args.warmup, args.repeats)
     params = box["state"]["params"]
     big = np.concatenate([ps.fixed] * 8), np.concatenate([ps.moving] * 8)
-    train.predict(trainer, params, *big, batch_size=80)
-    t0 = time.perf_counter()
-    train.predict(trainer, params, *big, batch_size=80)
-    pps = len(big[0]) / (time.perf_counter() - t0)
+    pps = {}
+    for chunk in args.infer_chunk:
+        tr = dataclasses.replace(trainer, infer_chunk=chunk)
+        train.predict(tr, params, *big, batch_size=80)
+        best = min(_timed(lambda: train.predict(tr, params, *big, batch_size=80)) for _ in range(3))
+        pps[chunk] = len(big[0]) / best
     print(f"parameters: jax {n_jax}, torch {n_torch}; initial loss (no augmentation): jax {init_jax:.3f}, "
           f"torch {init_torch:.3f}")
     print(f"| step (batch {args.batch} x 112 x 112, augmentation, 3 levels, Adam) | JAX s | PyTorch s | JAX/PyTorch |")
     print("|---|---|---|---|")
     print(f"| median of {args.repeats} | {t_jax:.3f} | {t_torch:.3f} | {t_jax / t_torch:.2f} |")
-    print(f"inference (batched 80, after compile): {pps:.0f} pairs/s")
+    for chunk, v in pps.items():
+        print(f"inference (batched 80, chunks of {chunk}, after compile, best of 3): {v:.0f} pairs/s")
     steps = math.ceil(0.9 * 706 * cfg.augment / cfg.batch_size) * cfg.epochs
     print(f"paper recipe, one fold (~{steps} steps): JAX ~{steps * t_jax / 60:.0f} min, "
           f"PyTorch ~{steps * t_torch / 60:.0f} min at these step times")

@@ -7,7 +7,7 @@ from absl import flags
 from experiments import configs
 from jaxreg.experiment import ExperimentConfig
 
-flags.DEFINE_string("config", None, "Preset in experiments/configs: paper, quick, tiny. Default: quick on the "
+flags.DEFINE_string("config", None, "Preset in experiments/configs: paper, tuned, quick, tiny. Default: quick on the "
                     "phantom, paper with --data_dir.")
 flags.DEFINE_string("data_dir", None, "ACDC-layout folder (patientXXX/...); unset: the synthetic phantom.")
 flags.DEFINE_string("workdir", None, "Output folder (checkpoints, metrics.jsonl, config.json, results.json).")

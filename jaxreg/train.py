@@ -113,6 +113,7 @@ class Trainer:
     cfg: TrainConfig
     image_shape: tuple
     steps_per_epoch: int = 1  # sets the length of a decaying learning-rate schedule
+    infer_chunk: int = 8  # inference on one device: pairs per lax.map chunk (keeps activations in cache)
 
     def __post_init__(self):
         self.model = RegNet(self.cfg.model)
@@ -148,8 +149,14 @@ class Trainer:
         return new, dict(terms, loss=loss)
 
     def _eval_fields(self, params, fixed, moving):
-        controls = self.model.apply(params, fixed, moving)
-        return finest_displacement(controls, fixed.shape[1:], self.cfg.model)
+        def fields(f, m):
+            return finest_displacement(self.model.apply(params, f, m), f.shape[1:], self.cfg.model)
+
+        if self.num_devices > 1 or fixed.shape[0] <= self.infer_chunk:
+            return fields(fixed, moving)
+        # one device: chunks of `infer_chunk` pairs in sequence (lax.map vmaps within a chunk, remainder included)
+        return jax.lax.map(lambda fm: fields(fm[0][None], fm[1][None])[0], (fixed, moving),
+                           batch_size=self.infer_chunk)
 
     def shard_batch(self, *arrays):
         return [jax.device_put(a, self.data_sharding) for a in arrays]
@@ -227,7 +234,7 @@ def train(cfg: TrainConfig, train_pairs: PairSet, workdir, progress: bool = True
     if latest is not None:
         state = jax.device_put(ckpt.restore(latest, state), trainer.replicated)
         start = latest + 1
-        log.info("resumed from %s epoch %d", workdir, latest)
+        log.info("resumed from %s after epoch %d of %d", workdir, latest + 1, cfg.epochs)
     metrics_path = workdir / "metrics.jsonl"
     root_key = jax.random.key(cfg.seed)
     for epoch in range(start, cfg.epochs):

@@ -45,6 +45,18 @@ def test_3d_variant_is_a_parameter():
     assert out[-1].shape == (1,) + bspline.control_grid_shape((32, 32, 32), 4) + (3,)
 
 
+def test_chunked_inference_equals_one_batch():
+    tr = train.Trainer(train.TrainConfig(model=TINY_MODEL), (64, 64), infer_chunk=4)
+    leaves, treedef = jax.tree.flatten(tr.init_state()["params"])
+    keys = jax.random.split(jax.random.key(0), len(leaves))
+    params = jax.tree.unflatten(treedef, [x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+    fixed, moving = jax.random.uniform(jax.random.key(1), (2, 10, 64, 64))  # 10 pairs: 2 chunks + a remainder
+    chunked = tr.eval_fields(params, fixed, moving)
+    whole = dataclasses.replace(tr, infer_chunk=64).eval_fields(params, fixed, moving)
+    assert chunked.shape == (10, 64, 64, 2) and float(jnp.abs(whole).max()) > 0.1
+    np.testing.assert_allclose(chunked, whole, atol=1e-5)
+
+
 def test_loss_is_the_sum_of_library_terms():
     cfg = train.TrainConfig(model=TINY_MODEL, delta=1.0, alpha=10.0, curvature_scale=0.5, beta=5.0)
     model = RegNet(cfg.model)
