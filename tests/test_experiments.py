@@ -78,3 +78,12 @@ def test_fig4_examples_are_the_hardest_pair_of_distinct_patients():
     np.testing.assert_array_equal(hardest_per_patient(scores, patients, 3), [5, 1, 4])
     np.testing.assert_array_equal(hardest_per_patient(scores, patients, 2), [5, 1])
     assert len(hardest_per_patient(scores, patients, 10)) == 3
+
+
+def test_shipped_model_is_the_tuned_preset_trained_on_all_50_patients():
+    from experiments import configs
+    from jaxreg.inference import SHIPPED
+
+    assert TrainConfig.from_json(json.loads((SHIPPED / "config.json").read_text())) == configs.get("tuned").train
+    exp = json.loads((SHIPPED / "experiment.json").read_text())
+    assert exp["num_folds"] == 1 and len(set(exp["train_patients"])) == 50
