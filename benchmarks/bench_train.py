@@ -12,13 +12,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from timing import median_time  # benchmarks/ is on sys.path when run as a script
+from timing import median_time, wall_times  # benchmarks/ is on sys.path when run as a script
 from jaxreg import bspline, train
 from jaxreg.data import phantom_pairs
 from jaxreg.models import level_shapes
@@ -149,12 +148,6 @@ def torch_twin(cfg: train.TrainConfig, image_shape, threads):
     return net, step
 
 
-def _timed(fn):
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--warmup", type=int, default=3)
@@ -195,8 +188,7 @@ def main():
     pps = {}
     for chunk in args.infer_chunk:
         tr = dataclasses.replace(trainer, infer_chunk=chunk)
-        train.predict(tr, params, *big, batch_size=80)
-        best = min(_timed(lambda: train.predict(tr, params, *big, batch_size=80)) for _ in range(3))
+        best = min(wall_times(lambda: train.predict(tr, params, *big, batch_size=80), warmup=1, repeats=3))
         pps[chunk] = len(big[0]) / best
     print(f"parameters: jax {n_jax}, torch {n_torch}; initial loss (no augmentation): jax {init_jax:.3f}, "
           f"torch {init_torch:.3f}")

@@ -4,8 +4,8 @@ import statistics
 import time
 
 
-def median_time(fn, warmup: int, repeats: int) -> float:
-    """Median wall time of `fn()` in seconds over `repeats` calls after `warmup` calls (fn must block)."""
+def wall_times(fn, warmup: int, repeats: int) -> list[float]:
+    """Wall times of `fn()` in seconds for `repeats` calls after `warmup` calls (fn must block)."""
     for _ in range(warmup):
         fn()
     times = []
@@ -13,4 +13,9 @@ def median_time(fn, warmup: int, repeats: int) -> float:
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return times
+
+
+def median_time(fn, warmup: int, repeats: int) -> float:
+    """Median wall time of `fn()` in seconds over `repeats` calls after `warmup` calls (fn must block)."""
+    return statistics.median(wall_times(fn, warmup, repeats))
