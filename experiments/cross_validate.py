@@ -27,8 +27,9 @@ def main(argv):
     for k in folds:
         wd = root / f"fold{k}"
         done = wd / "results.json"
-        if done.exists() and json.loads(done.read_text()).get("num_folds") == exp.num_folds:
-            res = json.loads(done.read_text())
+        prev = json.loads(done.read_text()) if done.exists() else {}
+        if prev.get("num_folds") == exp.num_folds and not prev.get("all_pairs"):
+            res = prev
         else:
             res = experiment.run_fold(experiment.ExperimentConfig(**{**exp.__dict__, "fold": k}), wd, pairs,
                                       progress=FLAGS.progress)
@@ -38,7 +39,9 @@ def main(argv):
     agg = experiment.aggregate(results)
     (root / "cv_results.json").write_text(json.dumps(agg, indent=2))
     for k in ("dice_LV_after", "dice_RV_after", "dice_MYO_after", "dice_mean_after", "dice_mean_before",
-              "folding_percent"):
+              "dice_mean_after_ed_to_es", "dice_mean_after_es_to_ed", "folding_percent"):
+        if k not in agg:  # per-direction keys: absent when a fold's results predate them
+            continue
         scale = 1 if k == "folding_percent" else 100
         print(f"{k:18s} {scale * agg[k]['mean']:.2f} +- {scale * agg[k]['std']:.2f}")
 

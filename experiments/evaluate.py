@@ -30,15 +30,23 @@ def main(argv):
                                                  if k in experiment.ExperimentConfig.__dataclass_fields__})
         if FLAGS.data_dir:
             cfg_exp = experiment.ExperimentConfig(**{**cfg_exp.__dict__, "data_dir": FLAGS.data_dir})
-        pairs = experiment.load_pairs(cfg_exp)
+        all_pairs = experiment.load_pairs(cfg_exp)
+        pairs = all_pairs
         if not FLAGS.all_pairs:
             pairs = pairs.select_patients(meta["test_patients"]) if meta.get("test_patients") else pairs
+        n_train = len(all_pairs.select_patients(meta["train_patients"])) if meta.get("train_patients") else None
         trainer, params = train.load_trained(wd, pairs.fixed.shape[1:], FLAGS.epoch)
     except (DataError, FileNotFoundError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    res = train.evaluate(trainer, params, pairs, FLAGS.out or wd)
-    res["fold"] = cfg_exp.fold
+    out = pathlib.Path(FLAGS.out or wd)
+    res = train.evaluate(trainer, params, pairs, out)
+    # the same metadata as a training run's results.json, so cross_validate still sees the fold as finished
+    res.update(fold=cfg_exp.fold, num_folds=cfg_exp.num_folds, train_pairs=n_train,
+               data=cfg_exp.data_dir or "phantom")
+    if FLAGS.all_pairs:
+        res["all_pairs"] = True
+    (out / "results.json").write_text(json.dumps(res, indent=2))
     print(experiment.format_results(res))
 
 

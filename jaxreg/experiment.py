@@ -58,14 +58,20 @@ def format_results(res: dict) -> str:
     for tag in ("before", "after"):
         lines.append(f"{'Dice ' + tag:10s} " + " ".join(f"{100 * res[f'dice_{n}_{tag}']:6.1f}%"
                                                      for n in ("LV", "RV", "MYO", "mean")))
+    dirs = [k.removeprefix("dice_mean_after_") for k in res if k.startswith("dice_mean_after_")]
+    if dirs:
+        lines.append("mean Dice by direction (moving->fixed): " + "; ".join(
+            f"{d.upper().replace('_TO_', '->')} {100 * res['dice_mean_before_' + d]:.1f}% -> "
+            f"{100 * res['dice_mean_after_' + d]:.1f}%" for d in dirs))
     lines.append(f"folding {res['folding_percent']:.3f}% of pixels ({res['pairs_with_folding']} pairs with any); "
                  f"inference {1e3 * res['seconds_per_pair']:.2f} ms/pair ({res['pairs_per_second']:.0f} pairs/s)")
     return "\n".join(lines)
 
 
 def aggregate(results: list[dict]) -> dict:
-    """Mean and std over folds of every numeric entry."""
-    keys = [k for k, v in results[0].items() if isinstance(v, (int, float)) and k not in ("fold", "num_folds")]
+    """Mean and std over folds of every numeric entry that all folds report (older results may lack newer keys)."""
+    keys = [k for k, v in results[0].items() if isinstance(v, (int, float)) and k not in ("fold", "num_folds")
+            and all(k in r for r in results)]
     out = {"folds": [r.get("fold") for r in results]}
     for k in keys:
         vals = np.array([r[k] for r in results], float)

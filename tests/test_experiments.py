@@ -42,7 +42,9 @@ def test_ablation_subset_runs_and_resumes(tmp_path):
 
 
 def test_aggregate_mean_std():
-    agg = experiment.aggregate([{"fold": 0, "dice_mean_after": 0.8}, {"fold": 1, "dice_mean_after": 0.9}])
+    agg = experiment.aggregate([{"fold": 0, "dice_mean_after": 0.8},
+                                {"fold": 1, "dice_mean_after": 0.9, "dice_mean_after_ed_to_es": 0.7}])
+    assert "dice_mean_after_ed_to_es" not in agg  # a key one fold lacks (older results) is left out
     assert agg["dice_mean_after"]["mean"] == pytest.approx(0.85)
     assert agg["dice_mean_after"]["std"] == pytest.approx(0.05)
     assert agg["folds"] == [0, 1]
@@ -60,6 +62,19 @@ def test_cross_validate_two_tiny_folds(tmp_path):
     test0 = set(json.loads((tmp_path / "fold0" / "experiment.json").read_text())["test_patients"])
     test1 = set(json.loads((tmp_path / "fold1" / "experiment.json").read_text())["test_patients"])
     assert test0 and test1 and not test0 & test1
+    # re-evaluating a finished fold keeps results.json a fold result: the same numbers and fold metadata, so a
+    # rerun of the CV does not retrain it; per-direction Dice is reported
+    before = json.loads((tmp_path / "fold0" / "results.json").read_text())
+    ev = subprocess.run([sys.executable, "-m", "experiments.evaluate", "--workdir", str(tmp_path / "fold0")],
+                        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    assert "ED->ES" in ev.stdout and "ES->ED" in ev.stdout
+    after = json.loads((tmp_path / "fold0" / "results.json").read_text())
+    for k in ("fold", "num_folds", "train_pairs", "data", "pairs", "dice_mean_after", "folding_percent"):
+        assert after[k] == pytest.approx(before[k]), k
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "epoch 1" not in again.stderr
+    assert "dice_mean_after_ed_to_es" in again.stdout
 
 
 def test_bad_data_dir_is_a_one_line_error(tmp_path):

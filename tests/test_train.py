@@ -155,6 +155,29 @@ def test_run_files_and_resume_after_sigkill_equal_uninterrupted(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def _naive_dice(a, b, label):
+    x, y = a == label, b == label
+    return 2 * np.sum(x & y) / (np.sum(x) + np.sum(y)) if (x.sum() + y.sum()) else np.nan
+
+
+def test_summarize_matches_naive_dice_per_structure_and_direction(tmp_path):
+    pairs = phantom_pairs(6, seed=3, size=32, directions=("ED->ES", "ES->ED"))
+    u = np.zeros(pairs.fixed.shape + (2,), np.float32)  # identity: after == before
+    res = train.summarize(pairs, u, 1.0, tmp_path)
+    naive = np.array([[_naive_dice(f, m, lab) for lab in (3, 1, 2)]
+                      for f, m in zip(pairs.fixed_labels, pairs.moving_labels)])
+    for j, name in enumerate(("LV", "RV", "MYO")):
+        assert res[f"dice_{name}_before"] == pytest.approx(np.nanmean(naive[:, j]), abs=1e-5)
+        assert res[f"dice_{name}_after"] == pytest.approx(np.nanmean(naive[:, j]), abs=1e-5)
+    for d, key in (("ED->ES", "ed_to_es"), ("ES->ED", "es_to_ed")):
+        sel = pairs.direction == d
+        assert sel.any()
+        assert res[f"dice_mean_after_{key}"] == pytest.approx(np.nanmean(np.nanmean(naive[sel], 1)), abs=1e-5)
+    assert res["folding_percent"] == 0 and res["pairs"] == len(pairs)
+    assert json.loads((tmp_path / "results.json").read_text()) == res
+    assert len((tmp_path / "pairs_network.csv").read_text().splitlines()) == len(pairs) + 1
+
+
 def test_two_devices_equal_one(tmp_path):
     _run_tiny(tmp_path / "one", epochs=1)
     _run_tiny(tmp_path / "two", {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}, epochs=1)
