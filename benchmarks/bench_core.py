@@ -17,7 +17,6 @@ import os
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from timing import median_time  # benchmarks/ is on sys.path when run as a script
 from jaxreg import bspline, losses, warp

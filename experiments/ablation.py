@@ -13,7 +13,7 @@ import pathlib
 
 from absl import app, flags
 
-from experiments import flags_common
+from experiments import entry, flags_common
 from jaxreg import experiment
 
 flags.DEFINE_enum("schedule", "short", ["paper", "short", "tiny"], "Training schedule for every run.")
@@ -78,4 +78,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    entry.run(main)

@@ -7,9 +7,9 @@ Each fold trains in WORKDIR/foldK (resumable); finished folds are not retrained.
 import json
 import pathlib
 
-from absl import app, flags
+from absl import flags
 
-from experiments import flags_common
+from experiments import entry, flags_common
 from jaxreg import experiment
 
 flags.DEFINE_list("folds", None, "Folds to run (default: all).")
@@ -47,4 +47,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    entry.run(main)

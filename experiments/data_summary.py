@@ -4,8 +4,9 @@
     python -m experiments.data_summary --data_dir ../shared/data/acdc   # ACDC layout
 """
 
-from absl import app, flags
+from absl import flags
 
+from experiments import entry
 from jaxreg.data import summary
 
 FLAGS = flags.FLAGS
@@ -22,4 +23,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    entry.run(main)

@@ -6,12 +6,11 @@ Writes pairs_network.csv and results.json into --out (default: the workdir) and 
 
 import json
 import pathlib
-import sys
 
-from absl import app, flags
+from absl import flags
 
+from experiments import entry
 from jaxreg import experiment, train
-from jaxreg.data import DataError, split_fold
 
 flags.DEFINE_string("workdir", None, "Training workdir (config.json, experiment.json, checkpoints/).", required=True)
 flags.DEFINE_string("data_dir", None, "Override the data folder recorded in experiment.json.")
@@ -24,8 +23,8 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     wd = pathlib.Path(FLAGS.workdir)
+    meta = json.loads((wd / "experiment.json").read_text())  # bad input: a one-line error (entry.run)
     try:
-        meta = json.loads((wd / "experiment.json").read_text())
         cfg_exp = experiment.ExperimentConfig(**{k: v for k, v in meta.items()
                                                  if k in experiment.ExperimentConfig.__dataclass_fields__})
         if FLAGS.data_dir:
@@ -36,9 +35,8 @@ def main(argv):
             pairs = pairs.select_patients(meta["test_patients"]) if meta.get("test_patients") else pairs
         n_train = len(all_pairs.select_patients(meta["train_patients"])) if meta.get("train_patients") else None
         trainer, params = train.load_trained(wd, pairs.fixed.shape[1:], FLAGS.epoch)
-    except (DataError, FileNotFoundError, ValueError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    except KeyError as e:
+        raise ValueError(f"{wd / 'experiment.json'}: no entry {e}") from None
     out = pathlib.Path(FLAGS.out or wd)
     res = train.evaluate(trainer, params, pairs, out)
     # the same metadata as a training run's results.json, so cross_validate still sees the fold as finished
@@ -51,4 +49,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    entry.run(main)

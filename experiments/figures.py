@@ -12,8 +12,9 @@ import time
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 
+from experiments import entry
 from jaxreg import classic, experiment, figures, train
 
 flags.DEFINE_string("workdir", None, "Training workdir of one fold.", required=True)
@@ -62,4 +63,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    entry.run(main)

@@ -4,8 +4,9 @@
 """
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
+from experiments import entry
 from jaxreg import train
 from jaxreg.data import load_acdc_pairs
 
@@ -21,4 +22,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    entry.run(main)

@@ -6,13 +6,9 @@ Re-running the same command resumes from the latest checkpoint in --workdir.
 """
 
 import logging
-import sys
 
-from absl import app
-
-from experiments import flags_common
+from experiments import entry, flags_common
 from jaxreg import experiment
-from jaxreg.data import DataError
 
 FLAGS = flags_common.FLAGS
 
@@ -23,13 +19,9 @@ def main(argv):
     exp = flags_common.experiment_from_flags()
     workdir = FLAGS.workdir or flags_common.default_workdir(exp)
     print(f"data: {exp.data_dir or 'synthetic phantom'}; fold {exp.fold}/{exp.num_folds}; workdir {workdir}")
-    try:
-        res = experiment.run_fold(exp, workdir, progress=FLAGS.progress)
-    except (DataError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    res = experiment.run_fold(exp, workdir, progress=FLAGS.progress)  # bad input: a one-line error (entry.run)
     print(experiment.format_results(res))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    entry.run(main)

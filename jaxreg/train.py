@@ -12,8 +12,11 @@ alpha acting at full strength (scale 1) the network is over-regularised (ACDC Di
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
+import os
 import logging
 import math
 import pathlib
@@ -212,11 +215,42 @@ def _progress(iterable, total, desc, enabled):
     return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
 
 
+class WorkdirBusy(RuntimeError):
+    """Another process is training in the same workdir (two writers would corrupt its checkpoints)."""
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir):
+    """Exclusive advisory lock on `workdir/.lock` (flock, released when the process ends, even by SIGKILL)."""
+    path = pathlib.Path(workdir) / ".lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise WorkdirBusy(f"{workdir}: another process (pid {holder}) is training in this workdir; wait for it "
+                              f"or use another --workdir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
 def train(cfg: TrainConfig, train_pairs: PairSet, workdir, progress: bool = True,
           on_epoch: Callable[[int, dict], Any] | None = None) -> tuple[Trainer, dict]:
-    """Trains (or resumes) in `workdir`; returns the trainer and the final state. Writes config.json, metrics.jsonl."""
+    """Trains (or resumes) in `workdir`; returns the trainer and the final state. Writes config.json, metrics.jsonl.
+
+    Holds `workdir_lock` while it runs: a second process training in the same workdir gets `WorkdirBusy`.
+    """
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    with workdir_lock(workdir):
+        return _train_locked(cfg, train_pairs, workdir, progress, on_epoch)
+
+
+def _train_locked(cfg, train_pairs, workdir, progress, on_epoch):
     cfg_path = workdir / "config.json"
     if cfg_path.exists():
         saved = TrainConfig.from_json(json.loads(cfg_path.read_text()))  # fields added later take their old meaning

@@ -1,6 +1,5 @@
 """jaxreg.data: ACDC reader on NIfTI fixtures written here, crops, folds, phantom and augmentation."""
 
-import gzip
 import pathlib
 
 import jax

@@ -77,11 +77,18 @@ def test_cross_validate_two_tiny_folds(tmp_path):
     assert "dice_mean_after_ed_to_es" in again.stdout
 
 
-def test_bad_data_dir_is_a_one_line_error(tmp_path):
-    cmd = [sys.executable, "-m", "experiments.train", "--data_dir", str(tmp_path / "nope"), "--workdir",
-           str(tmp_path / "w"), "--noprogress"]
+@pytest.mark.parametrize("module,flag", [
+    ("train", "--data_dir"), ("cross_validate", "--data_dir"), ("ablation", "--data_dir"),
+    ("data_summary", "--data_dir"), ("loss_scales", "--data_dir"), ("evaluate", "--workdir"), ("figures", "--workdir"),
+])
+def test_bad_path_is_a_one_line_error_in_every_entry_point(tmp_path, module, flag):
+    cmd = [sys.executable, "-m", f"experiments.{module}", flag, str(tmp_path / "nope")]
+    if flag == "--data_dir" and module not in ("data_summary", "loss_scales"):
+        cmd += ["--workdir", str(tmp_path / "w"), "--noprogress"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 2 and "does not exist" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr and str(tmp_path / "nope") in out.stderr
+    assert "does not exist" in out.stderr or "No such file" in out.stderr
 
 
 def test_fig4_examples_are_the_hardest_pair_of_distinct_patients():

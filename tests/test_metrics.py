@@ -1,7 +1,6 @@
 """jaxreg.metrics against numpy references and analytic fields."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given

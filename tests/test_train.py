@@ -191,3 +191,14 @@ def test_changed_config_in_same_workdir_is_refused(tmp_path):
     train.train(cfg, ps, tmp_path, progress=False)
     with pytest.raises(ValueError, match="different config"):
         train.train(train.TrainConfig(model=TINY_MODEL, epochs=0, alpha=1.0), ps, tmp_path, progress=False)
+
+
+def test_second_trainer_in_same_workdir_is_refused_until_the_first_ends(tmp_path):
+    cfg = train.TrainConfig(model=TINY_MODEL, epochs=0)
+    ps = phantom_pairs(8, seed=0, size=64)
+    with train.workdir_lock(tmp_path):  # stands for another process training in tmp_path
+        with pytest.raises(train.WorkdirBusy, match=f"pid {os.getpid()}"):
+            train.train(cfg, ps, tmp_path, progress=False)
+        assert not (tmp_path / "config.json").exists()  # refused before touching the run
+    train.train(cfg, ps, tmp_path, progress=False)  # lock released: the run goes ahead
+    assert (tmp_path / "config.json").exists()

@@ -7,7 +7,6 @@ come back as soft one-hot maps `(..., num_classes)` (linear warp of the one-hot 
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from jaxreg import bspline, warp
 
