@@ -39,8 +39,9 @@ def main(argv):
     agg = experiment.aggregate(results)
     (root / "cv_results.json").write_text(json.dumps(agg, indent=2))
     for k in ("dice_LV_after", "dice_RV_after", "dice_MYO_after", "dice_mean_after", "dice_mean_before",
-              "dice_mean_after_ed_to_es", "dice_mean_after_es_to_ed", "folding_percent"):
-        if k not in agg:  # per-direction keys: absent when a fold's results predate them
+              "dice_mean_after_ed_to_es", "dice_mean_after_es_to_ed", "dice_mean_after_base", "dice_mean_after_mid",
+              "dice_mean_after_apex", "folding_percent"):
+        if k not in agg:  # subgroup keys: absent when a fold's results predate them
             continue
         scale = 1 if k == "folding_percent" else 100
         print(f"{k:18s} {scale * agg[k]['mean']:.2f} +- {scale * agg[k]['std']:.2f}")

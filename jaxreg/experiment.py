@@ -58,11 +58,13 @@ def format_results(res: dict) -> str:
     for tag in ("before", "after"):
         lines.append(f"{'Dice ' + tag:10s} " + " ".join(f"{100 * res[f'dice_{n}_{tag}']:6.1f}%"
                                                      for n in ("LV", "RV", "MYO", "mean")))
-    dirs = [k.removeprefix("dice_mean_after_") for k in res if k.startswith("dice_mean_after_")]
-    if dirs:
-        lines.append("mean Dice by direction (moving->fixed): " + "; ".join(
-            f"{d.upper().replace('_TO_', '->')} {100 * res['dice_mean_before_' + d]:.1f}% -> "
-            f"{100 * res['dice_mean_after_' + d]:.1f}%" for d in dirs))
+    groups = [k.removeprefix("dice_mean_after_") for k in res if k.startswith("dice_mean_after_")]
+    for title, keys in (("by direction (moving->fixed)", [g for g in groups if "_to_" in g]),
+                        ("by slice region", [g for g in ("base", "mid", "apex") if g in groups])):
+        if keys:
+            lines.append(f"mean Dice {title}: " + "; ".join(
+                f"{g.upper().replace('_TO_', '->') if '_to_' in g else g} {100 * res['dice_mean_before_' + g]:.1f}%"
+                f" -> {100 * res['dice_mean_after_' + g]:.1f}%" for g in keys))
     lines.append(f"folding {res['folding_percent']:.3f}% of pixels ({res['pairs_with_folding']} pairs with any); "
                  f"inference {1e3 * res['seconds_per_pair']:.2f} ms/pair ({res['pairs_per_second']:.0f} pairs/s)")
     return "\n".join(lines)

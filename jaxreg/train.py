@@ -339,7 +339,8 @@ def _pair_metrics(fixed_labels, moving_labels, u):
 def summarize(pairs: PairSet, u: np.ndarray, seconds: float, workdir=None, method: str = "network") -> dict:
     """Dice (LV, RV, MYO, mean; mean per direction) before/after warping the moving labels with u, folding; CSV/JSON.
 
-    u: `(N, H, W, 2)` pixels. Per-direction keys are `dice_mean_{before,after}_ed_to_es` (ED moving) and `_es_to_ed`.
+    u: `(N, H, W, 2)` pixels. Subgroup means: `dice_mean_{before,after}_ed_to_es` (ED moving) and `_es_to_ed`, and
+    `_base`, `_mid`, `_apex` (`PairSet.slice_region`).
     """
     fl, ml = pairs.fixed_labels.astype(np.int32), pairs.moving_labels.astype(np.int32)
     before, after, fold = (np.asarray(a) for a in jax.vmap(_pair_metrics)(fl, ml, jnp.asarray(u)))
@@ -349,11 +350,13 @@ def summarize(pairs: PairSet, u: np.ndarray, seconds: float, workdir=None, metho
         for j, nm in enumerate(names):
             res[f"dice_{nm}_{tag}"] = float(np.nanmean(d[:, j]))
         res[f"dice_mean_{tag}"] = float(np.nanmean(np.nanmean(d, axis=1)))
-    for dname in sorted(set(np.asarray(pairs.direction).tolist())):  # e.g. ED->ES -> dice_mean_after_ed_to_es
-        sel = np.asarray(pairs.direction) == dname
-        key = dname.lower().replace("->", "_to_")
-        res[f"dice_mean_before_{key}"] = float(np.nanmean(np.nanmean(before[sel], axis=1)))
-        res[f"dice_mean_after_{key}"] = float(np.nanmean(np.nanmean(after[sel], axis=1)))
+    # subgroups: direction (ED->ES -> key ed_to_es) and slice region (base, mid, apex)
+    groups = [d.lower().replace("->", "_to_") for d in np.asarray(pairs.direction).tolist()]
+    for labels in (np.array(groups), pairs.slice_region()):
+        for key in sorted(set(labels.tolist())):
+            sel = labels == key
+            res[f"dice_mean_before_{key}"] = float(np.nanmean(np.nanmean(before[sel], axis=1)))
+            res[f"dice_mean_after_{key}"] = float(np.nanmean(np.nanmean(after[sel], axis=1)))
     res["folding_percent"] = float(100 * fold.mean())
     res["pairs_with_folding"] = int((fold > 0).sum())
     res["seconds_per_pair"] = seconds / max(len(pairs), 1)

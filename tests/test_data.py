@@ -1,5 +1,6 @@
 """jaxreg.data: ACDC reader on NIfTI fixtures written here, crops, folds, phantom and augmentation."""
 
+import dataclasses
 import pathlib
 
 import jax
@@ -244,3 +245,27 @@ def test_shared_acdc_pair_counts():
     assert len(pairs.patients) == 50 and not pairs.skipped
     train, test = split_fold(pairs, 0)
     assert not set(train.patients) & set(test.patients) and len(train) + len(test) == len(pairs)
+
+
+def test_slice_region_is_thirds_of_each_patients_slices():
+    ps = phantom_pairs(7, seed=0, size=32)
+    patient = np.array(["a"] * 4 + ["b"] * 3)
+    index = np.array([2, 3, 5, 9, 0, 1, 2])  # a: non-contiguous, ranks 0..3; b: ranks 0..2
+    ps = dataclasses.replace(ps, patient=patient, slice_index=index)
+    # rank / (levels - 1) below 1/3: base, below 2/3: mid, else apex
+    assert ps.slice_region().tolist() == ["base", "mid", "apex", "apex", "base", "mid", "apex"]
+    both = phantom_pairs(6, seed=1, size=32, directions=("ED->ES", "ES->ED"))
+    reg = both.slice_region()
+    assert set(reg.tolist()) == {"base", "mid", "apex"}
+    half = len(both) // 2  # both directions of one slice share its region
+    np.testing.assert_array_equal(reg[:half], reg[half:])
+
+
+@pytest.mark.skipif(not SHARED_ACDC.is_dir(), reason=f"ACDC not found at {SHARED_ACDC}; this test needs the shared data")
+def test_shared_acdc_slices_run_from_base_to_apex():
+    """slice_region's premise: in every patient the ED LV cavity shrinks with the slice index (least squares)."""
+    for d in sorted(SHARED_ACDC.glob("patient*")):
+        lab = load_patient(d).labels["ED"]
+        area = (lab == 3).sum(axis=(0, 1)).astype(float)
+        z = np.flatnonzero(area)
+        assert np.polyfit(z, area[z], 1)[0] < 0, d.name

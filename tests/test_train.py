@@ -173,6 +173,11 @@ def test_summarize_matches_naive_dice_per_structure_and_direction(tmp_path):
         sel = pairs.direction == d
         assert sel.any()
         assert res[f"dice_mean_after_{key}"] == pytest.approx(np.nanmean(np.nanmean(naive[sel], 1)), abs=1e-5)
+    region = pairs.slice_region()
+    for key in ("base", "mid", "apex"):
+        sel = region == key
+        assert sel.any()
+        assert res[f"dice_mean_before_{key}"] == pytest.approx(np.nanmean(np.nanmean(naive[sel], 1)), abs=1e-5)
     assert res["folding_percent"] == 0 and res["pairs"] == len(pairs)
     assert json.loads((tmp_path / "results.json").read_text()) == res
     assert len((tmp_path / "pairs_network.csv").read_text().splitlines()) == len(pairs) + 1

@@ -71,6 +71,19 @@ class PairSet:
     def select_patients(self, patients: Sequence[str]) -> "PairSet":
         return self.subset(np.flatnonzero(np.isin(self.patient, list(patients))))
 
+    def slice_region(self) -> np.ndarray:
+        """"base", "mid" or "apex" per pair: thirds of each patient's slices in this set, ranked by slice index.
+
+        Slice indices run from the base to the apex in ACDC (the LV cavity shrinks with the index) and in the phantom.
+        """
+        out = np.empty(len(self), dtype="<U4")
+        for pid in np.unique(self.patient):
+            sel = self.patient == pid
+            levels = np.unique(self.slice_index[sel])
+            pos = np.searchsorted(levels, self.slice_index[sel]) / max(len(levels) - 1, 1)  # 0 base .. 1 apex
+            out[sel] = np.where(pos < 1 / 3, "base", np.where(pos < 2 / 3, "mid", "apex"))
+        return out
+
 
 def concat(sets: Sequence[PairSet]) -> PairSet:
     """Joins PairSets (same slice size)."""
