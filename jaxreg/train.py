@@ -16,9 +16,9 @@ import contextlib
 import dataclasses
 import fcntl
 import json
-import os
 import logging
 import math
+import os
 import pathlib
 import time
 from typing import Any, Callable
