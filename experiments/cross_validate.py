@@ -1,6 +1,7 @@
 """Runs several folds (default all) of one experiment and aggregates mean +- std into cv_results.json.
 
     python -m experiments.cross_validate --data_dir ../shared/data/acdc --workdir runs/acdc_paper [--folds 0,1,2]
+    python -m experiments.cross_validate ... --status    # the same command plus --status: where each fold stands
 Each fold trains in WORKDIR/foldK (resumable); finished folds are not retrained.
 """
 
@@ -13,6 +14,8 @@ from experiments import entry, flags_common
 from jaxreg import experiment
 
 flags.DEFINE_list("folds", None, "Folds to run (default: all).")
+flags.DEFINE_bool("status", False, "Print each fold's state (finished, epoch reached, not started) and exit: no "
+                  "data is loaded, nothing trains.")
 FLAGS = flags_common.FLAGS
 
 
@@ -22,6 +25,10 @@ def main(argv):
     root = pathlib.Path(FLAGS.workdir or flags_common.default_workdir(exp)).parent if not FLAGS.workdir \
         else pathlib.Path(FLAGS.workdir)
     folds = [int(f) for f in FLAGS.folds] if FLAGS.folds else list(range(exp.num_folds))
+    if FLAGS.status:
+        for k in folds:
+            print(f"fold {k}: {experiment.fold_status(root / f'fold{k}', exp.num_folds)}")
+        return
     pairs = experiment.load_pairs(exp)
     results = []
     for k in folds:

@@ -52,6 +52,29 @@ def run_fold(exp: ExperimentConfig, workdir, pairs: PairSet | None = None, progr
     return res
 
 
+def fold_status(workdir, num_folds: int) -> str:
+    """One line on a fold's workdir without loading data or JAX state: finished (its Dice), at epoch k, or not started.
+
+    Reads `results.json` (a fold result of a `num_folds` CV), else `config.json` and the last line of `metrics.jsonl`.
+    """
+    workdir = pathlib.Path(workdir)
+    res_path = workdir / "results.json"
+    if res_path.is_file():
+        res = json.loads(res_path.read_text())
+        if res.get("num_folds") == num_folds and not res.get("all_pairs"):
+            return (f"finished: Dice {100 * res['dice_mean_after']:.1f}% (before {100 * res['dice_mean_before']:.1f}%), "
+                    f"folding {res['folding_percent']:.3f}%")
+    cfg_path, log_path = workdir / "config.json", workdir / "metrics.jsonl"
+    if not cfg_path.is_file():
+        return "not started"
+    epochs = json.loads(cfg_path.read_text()).get("epochs", "?")
+    lines = log_path.read_text().splitlines() if log_path.is_file() else []
+    if not lines:
+        return f"started, no epoch finished (of {epochs})"
+    rec = json.loads(lines[-1])
+    return f"training: epoch {rec['epoch']} of {epochs} done, label term {rec.get('label', float('nan')):.4f}"
+
+
 def format_results(res: dict) -> str:
     lines = [f"{res['pairs']} test pairs ({res['patients']} patients), fold {res.get('fold', '-')}"]
     lines.append(f"{'':10s} {'LV':>7s} {'RV':>7s} {'MYO':>7s} {'mean':>7s}")

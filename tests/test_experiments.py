@@ -75,6 +75,22 @@ def test_cross_validate_two_tiny_folds(tmp_path):
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "epoch 1" not in again.stderr
     assert "dice_mean_after_ed_to_es" in again.stdout
+    status = subprocess.run(cmd + ["--status"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert status.returncode == 0 and status.stdout.count("finished: Dice") == 2, status.stdout
+
+
+def test_fold_status_reads_the_workdir(tmp_path):
+    assert experiment.fold_status(tmp_path / "fold3", 10) == "not started"
+    (tmp_path / "config.json").write_text(json.dumps({"epochs": 40}))
+    assert experiment.fold_status(tmp_path, 10) == "started, no epoch finished (of 40)"
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1, "label": 0.5}\n{"epoch": 2, "label": 0.25}\n')
+    assert experiment.fold_status(tmp_path, 10) == "training: epoch 2 of 40 done, label term 0.2500"
+    res = {"num_folds": 10, "dice_mean_after": 0.8, "dice_mean_before": 0.6, "folding_percent": 0.01}
+    (tmp_path / "results.json").write_text(json.dumps(res | {"all_pairs": True}))
+    assert experiment.fold_status(tmp_path, 10).startswith("training")  # an --all_pairs evaluation is no fold result
+    (tmp_path / "results.json").write_text(json.dumps(res))
+    assert experiment.fold_status(tmp_path, 10) == "finished: Dice 80.0% (before 60.0%), folding 0.010%"
+    assert experiment.fold_status(tmp_path, 5).startswith("training")  # a result of another CV split
 
 
 @pytest.mark.parametrize("module,flag", [
