@@ -33,11 +33,8 @@ def main(argv):
     results = []
     for k in folds:
         wd = root / f"fold{k}"
-        done = wd / "results.json"
-        prev = json.loads(done.read_text()) if done.exists() else {}
-        if prev.get("num_folds") == exp.num_folds and not prev.get("all_pairs"):
-            res = prev
-        else:
+        res = experiment.finished_result(wd, exp.num_folds)
+        if res is None:
             res = experiment.run_fold(experiment.ExperimentConfig(**{**exp.__dict__, "fold": k}), wd, pairs,
                                       progress=FLAGS.progress)
         results.append(res)
@@ -45,11 +42,9 @@ def main(argv):
               f"folding {res['folding_percent']:.3f}%")
     agg = experiment.aggregate(results)
     (root / "cv_results.json").write_text(json.dumps(agg, indent=2))
-    for k in ("dice_LV_after", "dice_RV_after", "dice_MYO_after", "dice_mean_after", "dice_mean_before",
-              "dice_mean_after_ed_to_es", "dice_mean_after_es_to_ed", "dice_mean_after_base", "dice_mean_after_mid",
-              "dice_mean_after_apex", "folding_percent"):
-        if k not in agg:  # subgroup keys: absent when a fold's results predate them
-            continue
+    subgroups = [k for k in agg if k.startswith("dice_mean_after_")]  # direction / slice region, if every fold has them
+    for k in ("dice_LV_after", "dice_RV_after", "dice_MYO_after", "dice_mean_after", "dice_mean_before", *subgroups,
+              "folding_percent"):
         scale = 1 if k == "folding_percent" else 100
         print(f"{k:18s} {scale * agg[k]['mean']:.2f} +- {scale * agg[k]['std']:.2f}")
 

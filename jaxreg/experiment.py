@@ -52,18 +52,23 @@ def run_fold(exp: ExperimentConfig, workdir, pairs: PairSet | None = None, progr
     return res
 
 
+def finished_result(workdir, num_folds: int) -> dict | None:
+    """The fold result in `workdir/results.json` if it is one of a `num_folds` CV (not an --all_pairs evaluation)."""
+    path = pathlib.Path(workdir) / "results.json"
+    res = json.loads(path.read_text()) if path.is_file() else {}
+    return res if res.get("num_folds") == num_folds and not res.get("all_pairs") else None
+
+
 def fold_status(workdir, num_folds: int) -> str:
     """One line on a fold's workdir without loading data or JAX state: finished (its Dice), at epoch k, or not started.
 
-    Reads `results.json` (a fold result of a `num_folds` CV), else `config.json` and the last line of `metrics.jsonl`.
+    Reads `finished_result`, else `config.json` and the last line of `metrics.jsonl`.
     """
     workdir = pathlib.Path(workdir)
-    res_path = workdir / "results.json"
-    if res_path.is_file():
-        res = json.loads(res_path.read_text())
-        if res.get("num_folds") == num_folds and not res.get("all_pairs"):
-            return (f"finished: Dice {100 * res['dice_mean_after']:.1f}% (before {100 * res['dice_mean_before']:.1f}%), "
-                    f"folding {res['folding_percent']:.3f}%")
+    res = finished_result(workdir, num_folds)
+    if res is not None:
+        return (f"finished: Dice {100 * res['dice_mean_after']:.1f}% (before {100 * res['dice_mean_before']:.1f}%), "
+                f"folding {res['folding_percent']:.3f}%")
     cfg_path, log_path = workdir / "config.json", workdir / "metrics.jsonl"
     if not cfg_path.is_file():
         return "not started"
