@@ -6,6 +6,7 @@ import pathlib
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 SHIPPED = pathlib.Path(__file__).resolve().parent / "weights" / "acdc"
 
@@ -13,8 +14,10 @@ SHIPPED = pathlib.Path(__file__).resolve().parent / "weights" / "acdc"
 def load_model(path=None, image_shape=(112, 112)):
     """Loads a training workdir (config.json + checkpoints/) or, with `path=None`, the model shipped with jaxreg.
 
-    Returns a jitted callable `(fixed, moving) -> u`: `(B, *S)` float in [0, 1] -> `(B, *S, ndim)` pixels (finest
-    level, jaxreg convention: moving sampled at x + u matches fixed). Attributes `.config` and `.params`.
+    Returns a callable `(fixed, moving) -> u` over one jitted network: `(B, *S)` float in [0, 1] -> `(B, *S, ndim)`
+    pixels (finest level, jaxreg convention: moving sampled at x + u matches fixed). Wrong shapes, and NaN or
+    infinite intensities in concrete (non-traced) inputs, raise ValueError; it can also be called inside the
+    caller's own jit. Attributes `.config` and `.params`.
     """
     from jaxreg import train
 
@@ -24,13 +27,19 @@ def load_model(path=None, image_shape=(112, 112)):
         raise FileNotFoundError(f"{path}: no config.json, not a jaxreg model folder{hint}")
     trainer, params = train.load_trained(path, image_shape)
 
-    @jax.jit
+    core = jax.jit(lambda fixed, moving: trainer._eval_fields(params, fixed, moving))
+
     def register(fixed, moving):
-        fixed, moving = jnp.asarray(fixed, jnp.float32), jnp.asarray(moving, jnp.float32)
-        if fixed.shape != moving.shape or fixed.shape[1:] != tuple(image_shape):
+        if jnp.shape(fixed) != jnp.shape(moving) or jnp.shape(fixed)[1:] != tuple(image_shape):
             raise ValueError(f"fixed and moving must both be (B, {', '.join(map(str, image_shape))}); "
-                             f"got {fixed.shape} and {moving.shape}")
-        return trainer._eval_fields(params, fixed, moving)
+                             f"got {jnp.shape(fixed)} and {jnp.shape(moving)}")
+        fixed, moving = jnp.asarray(fixed, jnp.float32), jnp.asarray(moving, jnp.float32)
+        for name, x in (("fixed", fixed), ("moving", moving)):
+            if not isinstance(x, jax.core.Tracer):
+                bad = np.flatnonzero(~np.isfinite(np.asarray(x).reshape(len(x), -1)).all(1))
+                if bad.size:
+                    raise ValueError(f"{name} has NaN or infinite intensities in pair(s) {bad[:10].tolist()}")
+        return core(fixed, moving)
 
     register.config = trainer.cfg
     register.params = params

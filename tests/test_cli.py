@@ -2,6 +2,7 @@
 
 import json
 
+import jax
 import nibabel as nib
 import numpy as np
 import pytest
@@ -84,6 +85,12 @@ def test_shipped_model_and_learned_method(patient, tmp_path):
     assert u.shape == (3, 112, 112, 2) and np.all(np.isfinite(u))
     with pytest.raises(ValueError, match="must both be"):
         model(fixed[:, :100], fixed[:, :100])
+    bad = fixed.copy()
+    bad[1, 5, 7] = np.nan
+    with pytest.raises(ValueError, match=r"moving has NaN or infinite intensities in pair\(s\) \[1\]"):
+        model(fixed, bad)
+    u_jit = jax.jit(model)(fixed, fixed[::-1])  # traceable inside the caller's jit
+    np.testing.assert_allclose(np.asarray(u_jit), u, atol=1e-5)
     f, m, ml, fl = _files(patient)
     out = tmp_path / "learned"
     assert cli.main(["register", "--fixed", str(f), "--moving", str(m), "--moving-labels", str(ml),
