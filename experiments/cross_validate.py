@@ -2,11 +2,14 @@
 
     python -m experiments.cross_validate --data_dir ../shared/data/acdc --workdir runs/acdc_paper [--folds 0,1,2]
     python -m experiments.cross_validate ... --status    # the same command plus --status: where each fold stands
+    python -m experiments.cross_validate ... --workers 2 # folds side by side, each process pinned to its own CPUs
 Each fold trains in WORKDIR/foldK (resumable); finished folds are not retrained.
 """
 
 import json
+import os
 import pathlib
+import sys
 
 from absl import flags
 
@@ -16,6 +19,10 @@ from jaxreg import experiment
 flags.DEFINE_list("folds", None, "Folds to run (default: all).")
 flags.DEFINE_bool("status", False, "Print each fold's state (finished, epoch reached, not started) and exit: no "
                   "data is loaded, nothing trains.")
+flags.DEFINE_integer("workers", 1, "Train the unfinished folds in this many processes at once, each pinned to its "
+                     "own share of the CPUs (logs in WORKDIR/workerK.log); on few cores, XLA:CPU trains more steps "
+                     "per second this way than one process on all cores.")
+flags.DEFINE_bool("aggregate", True, "Write cv_results.json over --folds (--workers' own processes skip it).")
 FLAGS = flags_common.FLAGS
 
 
@@ -29,7 +36,11 @@ def main(argv):
         for k in folds:
             print(f"fold {k}: {experiment.fold_status(root / f'fold{k}', exp.num_folds)}")
         return
-    pairs = experiment.load_pairs(exp)
+    pending = [k for k in folds if experiment.finished_result(root / f"fold{k}", exp.num_folds) is None]
+    if FLAGS.workers > 1 and pending:
+        _run_workers(root, pending)  # returns once every worker has finished its folds (or exits)
+        pending = []
+    pairs = experiment.load_pairs(exp) if pending else None
     results = []
     for k in folds:
         wd = root / f"fold{k}"
@@ -40,6 +51,8 @@ def main(argv):
         results.append(res)
         print(f"fold {k}: Dice mean {100 * res['dice_mean_after']:.1f}% (before {100 * res['dice_mean_before']:.1f}%), "
               f"folding {res['folding_percent']:.3f}%")
+    if not FLAGS.aggregate:
+        return
     agg = experiment.aggregate(results)
     (root / "cv_results.json").write_text(json.dumps(agg, indent=2))
     subgroups = [k for k in agg if k.startswith("dice_mean_after_")]  # direction / slice region, if every fold has them
@@ -47,6 +60,23 @@ def main(argv):
               "folding_percent"):
         scale = 1 if k == "folding_percent" else 100
         print(f"{k:18s} {scale * agg[k]['mean']:.2f} +- {scale * agg[k]['std']:.2f}")
+
+
+def _run_workers(root, folds):
+    """This same command once per worker, with its share of the folds and CPUs; raises if a worker failed."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    plan = experiment.worker_plan(folds, FLAGS.workers, cpus)
+    root.mkdir(parents=True, exist_ok=True)
+    cmds, logs = [], []
+    for i, (fs, cs) in enumerate(plan):
+        cmds.append([sys.executable, "-m", "experiments.cross_validate", *sys.argv[1:],
+                     f"--folds={','.join(map(str, fs))}", "--workers=1", "--noaggregate"])
+        logs.append(root / f"worker{i}.log")
+        print(f"worker {i}: folds {','.join(map(str, fs))} on CPUs {','.join(map(str, cs))}; log {logs[-1]}")
+    codes = experiment.run_pinned(cmds, [cs for _, cs in plan], logs)
+    failed = [f"worker {i} (exit {c}; see {logs[i]})" for i, c in enumerate(codes) if c]
+    if failed:
+        sys.exit("error: failed: " + "; ".join(failed))
 
 
 if __name__ == "__main__":

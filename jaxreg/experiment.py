@@ -80,6 +80,49 @@ def fold_status(workdir, num_folds: int) -> str:
     return f"training: epoch {rec['epoch']} of {epochs} done, label term {rec.get('label', float('nan')):.4f}"
 
 
+def worker_plan(folds, workers: int, cpus) -> list[tuple[list[int], list[int]]]:
+    """Folds dealt round-robin to `workers` processes, `cpus` split into as many disjoint contiguous groups.
+
+    Returns `[(folds_k, cpus_k)]` for the workers that get a fold (at most `len(folds)` of them).
+    """
+    folds, cpus = list(folds), sorted(cpus)
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1; got {workers}")
+    if workers > len(cpus):
+        raise ValueError(f"--workers {workers} needs at least {workers} CPUs; this process may use {len(cpus)} "
+                         f"({cpus})")
+    n = min(workers, len(folds))
+    if n == 0:
+        return []
+    # contiguous CPU groups, sized as evenly as possible, one per worker that has folds
+    bounds = [round(i * len(cpus) / n) for i in range(n + 1)]
+    return [(folds[i::n], cpus[bounds[i]:bounds[i + 1]]) for i in range(n)]
+
+
+def run_pinned(commands, cpu_sets, logs, cwd=None) -> list[int]:
+    """Runs the commands at once, each pinned to its CPU set (Linux), its stdout+stderr appended to its log.
+
+    Waits for all of them and returns their exit codes; on KeyboardInterrupt, terminates them (training resumes
+    from the last epoch's checkpoint).
+    """
+    import os
+    import subprocess
+
+    procs = []
+    try:
+        for cmd, cpus, log in zip(commands, cpu_sets, logs, strict=True):
+            pin = (lambda c=tuple(cpus): os.sched_setaffinity(0, c)) if hasattr(os, "sched_setaffinity") else None
+            with open(log, "a") as f:
+                procs.append(subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=cwd, preexec_fn=pin))
+        return [p.wait() for p in procs]
+    except BaseException:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait()
+        raise
+
+
 def format_results(res: dict) -> str:
     lines = [f"{res['pairs']} test pairs ({res['patients']} patients), fold {res.get('fold', '-')}"]
     lines.append(f"{'':10s} {'LV':>7s} {'RV':>7s} {'MYO':>7s} {'mean':>7s}")

@@ -1,6 +1,7 @@
 """absl entry points: presets + flag overrides, the ablation grid, cross-validation aggregation."""
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -77,6 +78,43 @@ def test_cross_validate_two_tiny_folds(tmp_path):
     assert "dice_mean_after_ed_to_es" in again.stdout
     status = subprocess.run(cmd + ["--status"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert status.returncode == 0 and status.stdout.count("finished: Dice") == 2, status.stdout
+    # the same CV with --workers 2: one process per fold, each pinned to its own CPU, then one aggregate
+    par = tmp_path / "par"
+    cmd_par = [c if c != str(tmp_path) else str(par) for c in cmd] + ["--workers", "2"]
+    out_par = subprocess.run(cmd_par, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out_par.returncode == 0, out_par.stderr[-2000:]
+    assert "worker 0: folds 0 on CPUs" in out_par.stdout and "worker 1: folds 1 on CPUs" in out_par.stdout
+    assert "epoch 1" in (par / "worker0.log").read_text() and "epoch 1" in (par / "worker1.log").read_text()
+    agg_par = json.loads((par / "cv_results.json").read_text())
+    assert agg_par["folds"] == [0, 1]
+    for k in (0, 1):  # the same folds, split and trained the same way (thread counts may move the last digits)
+        seq = json.loads((tmp_path / f"fold{k}" / "results.json").read_text())
+        res = json.loads((par / f"fold{k}" / "results.json").read_text())
+        assert res["pairs"] == seq["pairs"] and res["dice_mean_after"] == pytest.approx(seq["dice_mean_after"], abs=1e-3)
+
+
+def test_worker_plan_deals_folds_and_disjoint_cpu_groups():
+    assert experiment.worker_plan(range(1, 10), 2, [1, 0]) == [([1, 3, 5, 7, 9], [0]), ([2, 4, 6, 8], [1])]
+    plan = experiment.worker_plan([0, 1, 2, 3], 3, range(16))
+    assert [f for f, _ in plan] == [[0, 3], [1], [2]]
+    cpus = [c for _, cs in plan for c in cs]
+    assert sorted(cpus) == list(range(16)) and [len(cs) for _, cs in plan] == [5, 6, 5]
+    assert experiment.worker_plan([7], 4, range(8)) == [([7], list(range(8)))]  # one fold: one worker, every CPU
+    assert experiment.worker_plan([], 2, range(2)) == []
+    with pytest.raises(ValueError, match="needs at least 3 CPUs"):
+        experiment.worker_plan([0, 1, 2], 3, [0, 1])
+    with pytest.raises(ValueError, match=">= 1"):
+        experiment.worker_plan([0], 0, [0])
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU pinning is Linux-only")
+def test_run_pinned_pins_each_command_and_returns_exit_codes(tmp_path):
+    cpus = sorted(os.sched_getaffinity(0))
+    show = "import os, sys; print(sorted(os.sched_getaffinity(0))); sys.exit(len(os.sched_getaffinity(0)) + 2)"
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    codes = experiment.run_pinned([[sys.executable, "-c", show]] * 2, [cpus[:1], cpus], logs)
+    assert codes == [3, len(cpus) + 2]
+    assert logs[0].read_text().strip() == str(cpus[:1]) and logs[1].read_text().strip() == str(cpus)
 
 
 def test_fold_status_reads_the_workdir(tmp_path):
