@@ -63,7 +63,7 @@ def main(argv):
 
 
 def _run_workers(root, folds):
-    """This same command once per worker, with its share of the folds and CPUs; raises if a worker failed."""
+    """This same command once per worker, with its share of the folds and CPUs; exits (one line) if a worker failed."""
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     plan = experiment.worker_plan(folds, FLAGS.workers, cpus)
     root.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pathlib
+import subprocess
 
 import numpy as np
 
@@ -105,9 +107,6 @@ def run_pinned(commands, cpu_sets, logs, cwd=None) -> list[int]:
     Waits for all of them and returns their exit codes; on KeyboardInterrupt, terminates them (training resumes
     from the last epoch's checkpoint).
     """
-    import os
-    import subprocess
-
     procs = []
     try:
         for cmd, cpus, log in zip(commands, cpu_sets, logs, strict=True):

@@ -27,14 +27,14 @@ def load_model(path=None, image_shape=(112, 112)):
         raise FileNotFoundError(f"{path}: no config.json, not a jaxreg model folder{hint}")
     trainer, params = train.load_trained(path, image_shape)
 
-    core = jax.jit(lambda fixed, moving: trainer._eval_fields(params, fixed, moving))
+    core = jax.jit(lambda fixed, moving: trainer._eval_fields(params, jnp.asarray(fixed, jnp.float32),
+                                                             jnp.asarray(moving, jnp.float32)))
 
     def register(fixed, moving):
         if jnp.shape(fixed) != jnp.shape(moving) or jnp.shape(fixed)[1:] != tuple(image_shape):
             raise ValueError(f"fixed and moving must both be (B, {', '.join(map(str, image_shape))}); "
                              f"got {jnp.shape(fixed)} and {jnp.shape(moving)}")
-        fixed, moving = jnp.asarray(fixed, jnp.float32), jnp.asarray(moving, jnp.float32)
-        for name, x in (("fixed", fixed), ("moving", moving)):
+        for name, x in (("fixed", fixed), ("moving", moving)):  # checked where the input lives: no extra copy
             if not isinstance(x, jax.core.Tracer):
                 bad = np.flatnonzero(~np.isfinite(np.asarray(x).reshape(len(x), -1)).all(1))
                 if bad.size:
