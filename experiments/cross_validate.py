@@ -3,6 +3,7 @@
     python -m experiments.cross_validate --data_dir ../shared/data/acdc --workdir runs/acdc_paper [--folds 0,1,2]
     python -m experiments.cross_validate ... --status    # the same command plus --status: where each fold stands
     python -m experiments.cross_validate ... --workers 2 # folds side by side, each process pinned to its own CPUs
+    python -m experiments.cross_validate ... --baselines # also classic and network + refinement on each fold
 Each fold trains in WORKDIR/foldK (resumable); finished folds are not retrained.
 """
 
@@ -14,7 +15,7 @@ import sys
 from absl import flags
 
 from experiments import entry, flags_common
-from jaxreg import experiment
+from jaxreg import experiment, train
 
 flags.DEFINE_list("folds", None, "Folds to run (default: all).")
 flags.DEFINE_bool("status", False, "Print each fold's state (finished, epoch reached, not started) and exit: no "
@@ -22,6 +23,9 @@ flags.DEFINE_bool("status", False, "Print each fold's state (finished, epoch rea
 flags.DEFINE_integer("workers", 1, "Train the unfinished folds in this many processes at once, each pinned to its "
                      "own share of the CPUs (logs in WORKDIR/workerK.log); on few cores, XLA:CPU trains more steps "
                      "per second this way than one process on all cores.")
+flags.DEFINE_bool("baselines", False, "Also score jaxreg.classic and network + instance refinement (no labels) on each "
+                  "fold's test pairs (results_classic.json, results_refine.json in the fold's workdir; folds that have "
+                  "them are skipped); the aggregate reports every method that all --folds have.")
 flags.DEFINE_bool("aggregate", True, "Write cv_results.json over --folds (--workers' own processes skip it).")
 FLAGS = flags_common.FLAGS
 
@@ -51,15 +55,42 @@ def main(argv):
         results.append(res)
         print(f"fold {k}: Dice mean {100 * res['dice_mean_after']:.1f}% (before {100 * res['dice_mean_before']:.1f}%), "
               f"folding {res['folding_percent']:.3f}%")
+    if FLAGS.baselines and FLAGS.aggregate:
+        _score_baselines(exp, root, folds, results, pairs)
     if not FLAGS.aggregate:
         return
     agg = experiment.aggregate(results)
-    (root / "cv_results.json").write_text(json.dumps(agg, indent=2))
     subgroups = [k for k in agg if k.startswith("dice_mean_after_")]  # direction / slice region, if every fold has them
     for k in ("dice_LV_after", "dice_RV_after", "dice_MYO_after", "dice_mean_after", "dice_mean_before", *subgroups,
               "folding_percent"):
         scale = 1 if k == "folding_percent" else 100
         print(f"{k:18s} {scale * agg[k]['mean']:.2f} +- {scale * agg[k]['std']:.2f}")
+    for method in experiment.BASELINES:
+        base = [experiment.baseline_result(root / f"fold{k}", method, r) for k, r in zip(folds, results)]
+        if all(b is not None for b in base):
+            agg[method] = experiment.aggregate(base)
+            m = agg[method]
+            print(f"{method:8s} Dice mean {100 * m['dice_mean_after']['mean']:.2f} +- "
+                  f"{100 * m['dice_mean_after']['std']:.2f} (LV {100 * m['dice_LV_after']['mean']:.1f}, RV "
+                  f"{100 * m['dice_RV_after']['mean']:.1f}, MYO {100 * m['dice_MYO_after']['mean']:.1f}), folding "
+                  f"{m['folding_percent']['mean']:.3f}%")
+    (root / "cv_results.json").write_text(json.dumps(agg, indent=2))
+
+
+def _score_baselines(exp, root, folds, results, pairs):
+    """`experiment.evaluate_baselines` on each finished fold that lacks its results (the network from its checkpoint)."""
+    for k, res in zip(folds, results):
+        wd = root / f"fold{k}"
+        if all(experiment.baseline_result(wd, m, res) is not None for m in experiment.BASELINES):
+            continue
+        pairs = experiment.load_pairs(exp) if pairs is None else pairs
+        meta = json.loads((wd / "experiment.json").read_text())
+        test = pairs.select_patients(meta["test_patients"])
+        trainer, params = train.load_trained(wd, test.fixed.shape[1:])
+        u_net = train.predict(trainer, params, test.fixed, test.moving)
+        base = experiment.evaluate_baselines(wd, test, u_net, {"fold": k, "num_folds": exp.num_folds})
+        print(f"fold {k}: " + ", ".join(f"{m} Dice mean {100 * r['dice_mean_after']:.1f}%, folding "
+                                        f"{r['folding_percent']:.3f}%" for m, (r, _) in base.items()))
 
 
 def _run_workers(root, folds):

@@ -8,14 +8,13 @@ Images derived from ACDC stay out of the repository (research-only licence).
 
 import json
 import pathlib
-import time
 
 import jax
 import numpy as np
 from absl import flags
 
 from experiments import entry
-from jaxreg import classic, experiment, figures, train
+from jaxreg import experiment, figures, train
 
 flags.DEFINE_string("workdir", None, "Training workdir of one fold.", required=True)
 flags.DEFINE_string("data_dir", None, "Override the data folder recorded in experiment.json.")
@@ -39,12 +38,8 @@ def main(argv):
     pairs = experiment.load_pairs(exp).select_patients(meta["test_patients"])
     trainer, params = train.load_trained(wd, pairs.fixed.shape[1:])
     u_net = train.predict(trainer, params, pairs.fixed, pairs.moving)
-    t0 = time.perf_counter()
-    u_cl = np.asarray(classic.register_batch(pairs.fixed, pairs.moving, classic.ClassicConfig())[0])
-    res_cl = train.summarize(pairs, u_cl, time.perf_counter() - t0, wd, method="classic")
-    t0 = time.perf_counter()
-    u_ref = np.asarray(classic.refine_batch(pairs.fixed, pairs.moving, u_net, classic.ClassicConfig())[0])
-    res_ref = train.summarize(pairs, u_ref, time.perf_counter() - t0, wd, method="refine")
+    base = experiment.evaluate_baselines(wd, pairs, u_net, {"fold": exp.fold, "num_folds": exp.num_folds})
+    (res_cl, u_cl), (res_ref, u_ref) = base["classic"], base["refine"]
     before, after_net = _dice(pairs, u_net)
     _, after_cl = _dice(pairs, u_cl)
     _, after_ref = _dice(pairs, u_ref)

@@ -7,9 +7,11 @@ import json
 import os
 import pathlib
 import subprocess
+import time
 
 import numpy as np
 
+from jaxreg import classic
 from jaxreg import train as train_lib
 from jaxreg.data import load_acdc_pairs, phantom_pairs, split_fold
 from jaxreg.data.pairs import PairSet
@@ -59,6 +61,38 @@ def finished_result(workdir, num_folds: int) -> dict | None:
     path = pathlib.Path(workdir) / "results.json"
     res = json.loads(path.read_text()) if path.is_file() else {}
     return res if res.get("num_folds") == num_folds and not res.get("all_pairs") else None
+
+
+BASELINES = ("classic", "refine")  # methods scored beside the network on a fold's test pairs (no labels used)
+
+
+def evaluate_baselines(workdir, pairs: PairSet, u_net, meta: dict | None = None,
+                       cfg: classic.ClassicConfig = classic.ClassicConfig()) -> dict:
+    """`jaxreg.classic` alone and instance refinement of the network's field, on a fold's test pairs.
+
+    u_net: the network's displacements `(N, *S, nd)` pixels for `pairs`. Returns `{method: (results, u)}` for
+    `BASELINES`; writes `results_{method}.json` (with `meta`, e.g. the fold) and `pairs_{method}.csv` into workdir.
+    Times include compilation (one batched call per method).
+    """
+    workdir = pathlib.Path(workdir)
+    runs = {"classic": lambda: classic.register_batch(pairs.fixed, pairs.moving, cfg)[0],
+            "refine": lambda: classic.refine_batch(pairs.fixed, pairs.moving, u_net, cfg)[0]}
+    out = {}
+    for method in BASELINES:
+        t0 = time.perf_counter()
+        u = np.asarray(runs[method]())
+        res = train_lib.summarize(pairs, u, time.perf_counter() - t0, workdir, method=method)
+        res.update(meta or {}, seconds_include_compile=True, classic_config=dataclasses.asdict(cfg))
+        (workdir / f"results_{method}.json").write_text(json.dumps(res, indent=2))
+        out[method] = (res, u)
+    return out
+
+
+def baseline_result(workdir, method: str, network_result: dict) -> dict | None:
+    """`workdir/results_{method}.json` if it scores the same test pairs as the fold's network result, else None."""
+    path = pathlib.Path(workdir) / f"results_{method}.json"
+    res = json.loads(path.read_text()) if path.is_file() else {}
+    return res if res.get("pairs") == network_result.get("pairs") and res.get("method") == method else None
 
 
 def fold_status(workdir, num_folds: int) -> str:
@@ -142,7 +176,8 @@ def format_results(res: dict) -> str:
 
 def aggregate(results: list[dict]) -> dict:
     """Mean and std over folds of every numeric entry that all folds report (older results may lack newer keys)."""
-    keys = [k for k, v in results[0].items() if isinstance(v, (int, float)) and k not in ("fold", "num_folds")
+    keys = [k for k, v in results[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+            and k not in ("fold", "num_folds")
             and all(k in r for r in results)]
     out = {"folds": [r.get("fold") for r in results]}
     for k in keys:

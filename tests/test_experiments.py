@@ -45,6 +45,7 @@ def test_ablation_subset_runs_and_resumes(tmp_path):
 def test_aggregate_mean_std():
     agg = experiment.aggregate([{"fold": 0, "dice_mean_after": 0.8},
                                 {"fold": 1, "dice_mean_after": 0.9, "dice_mean_after_ed_to_es": 0.7}])
+    assert set(experiment.aggregate([{"fold": 0, "x": 1.0, "flag": True}])) == {"folds", "x"}  # bools are no metric
     assert "dice_mean_after_ed_to_es" not in agg  # a key one fold lacks (older results) is left out
     assert agg["dice_mean_after"]["mean"] == pytest.approx(0.85)
     assert agg["dice_mean_after"]["std"] == pytest.approx(0.05)
@@ -76,6 +77,23 @@ def test_cross_validate_two_tiny_folds(tmp_path):
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "epoch 1" not in again.stderr
     assert "dice_mean_after_ed_to_es" in again.stdout
+    # --baselines: classic and network + refinement on each fold's test pairs, aggregated beside the network
+    base = subprocess.run(cmd + ["--baselines"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert base.returncode == 0 and "epoch 1" not in base.stderr, base.stderr[-2000:]
+    agg = json.loads((tmp_path / "cv_results.json").read_text())
+    for method in ("classic", "refine"):
+        per_fold = [json.loads((tmp_path / f"fold{k}" / f"results_{method}.json").read_text()) for k in (0, 1)]
+        assert [r["fold"] for r in per_fold] == [0, 1] and per_fold[0]["pairs"] == before["pairs"]
+        mean = np.mean([r["dice_mean_after"] for r in per_fold])
+        assert agg[method]["dice_mean_after"]["mean"] == pytest.approx(mean)
+        assert f"{method:8s} Dice mean" in base.stdout
+    # no labels used, yet classic registration overlaps the phantom's structures better than no registration
+    assert agg["classic"]["dice_mean_after"]["mean"] > agg["classic"]["dice_mean_before"]["mean"] + 0.05
+    assert agg["refine"]["dice_mean_before"]["mean"] == pytest.approx(agg["dice_mean_before"]["mean"])
+    stamp = (tmp_path / "fold0" / "results_refine.json").stat().st_mtime_ns
+    again_base = subprocess.run(cmd + ["--baselines"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again_base.returncode == 0 and "refine Dice mean" not in again_base.stdout.split("dice_LV_after")[0]
+    assert (tmp_path / "fold0" / "results_refine.json").stat().st_mtime_ns == stamp  # scored folds are not rerun
     status = subprocess.run(cmd + ["--status"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert status.returncode == 0 and status.stdout.count("finished: Dice") == 2, status.stdout
     # the same CV with --workers 2: one process per fold, each pinned to its own CPU, then one aggregate
