@@ -1,4 +1,4 @@
-"""Runs several folds (default all) of one experiment and aggregates mean +- std into cv_results.json.
+"""Runs several folds (default all) of one experiment; aggregates mean +- std into cv_results.json and cv_results.md.
 
     python -m experiments.cross_validate --data_dir ../shared/data/acdc --workdir runs/acdc_paper [--folds 0,1,2]
     python -m experiments.cross_validate ... --status    # the same command plus --status: where each fold stands
@@ -75,10 +75,19 @@ def main(argv):
                   f"{100 * m['dice_RV_after']['mean']:.1f}, MYO {100 * m['dice_MYO_after']['mean']:.1f}), folding "
                   f"{m['folding_percent']['mean']:.3f}%")
     (root / "cv_results.json").write_text(json.dumps(agg, indent=2))
+    patients = [_test_patients(root / f"fold{k}") for k in folds]
+    table = experiment.cv_table(results, patients, {m: agg[m] for m in experiment.BASELINES if m in agg})
+    (root / "cv_results.md").write_text(table)
+    print(f"wrote {root / 'cv_results.json'} and {root / 'cv_results.md'}")
+
+
+def _test_patients(workdir):
+    path = workdir / "experiment.json"
+    return json.loads(path.read_text()).get("test_patients") if path.is_file() else None
 
 
 def _score_baselines(exp, root, folds, results, pairs):
-    """`experiment.evaluate_baselines` on each finished fold that lacks its results (the network from its checkpoint)."""
+    """`experiment.evaluate_baselines` on each fold that lacks its results (the network from the fold's checkpoint)."""
     for k, res in zip(folds, results):
         wd = root / f"fold{k}"
         if all(experiment.baseline_result(wd, m, res) is not None for m in experiment.BASELINES):

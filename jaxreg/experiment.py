@@ -184,3 +184,39 @@ def aggregate(results: list[dict]) -> dict:
         vals = np.array([r[k] for r in results], float)
         out[k] = {"mean": float(vals.mean()), "std": float(vals.std())}
     return out
+
+
+_TABLE_COLUMNS = (("LV", "dice_LV_after"), ("RV", "dice_RV_after"), ("MYO", "dice_MYO_after"),
+                  ("mean", "dice_mean_after"), ("before", "dice_mean_before"),
+                  ("ED->ES", "dice_mean_after_ed_to_es"), ("ES->ED", "dice_mean_after_es_to_ed"),
+                  ("base", "dice_mean_after_base"), ("mid", "dice_mean_after_mid"), ("apex", "dice_mean_after_apex"))
+
+
+def cv_table(results: list[dict], test_patients: list | None = None, baselines: dict | None = None) -> str:
+    """Markdown table of a CV: one row per fold (Dice % per structure, mean, subgroups, folding), mean +- std.
+
+    results: the folds' results.json dicts; test_patients: per fold, a list of patient ids (or None);
+    baselines: `{method: aggregate(...)}` rows appended as mean +- std (e.g. classic, refine).
+    """
+    def pct(v):
+        return "-" if v is None else f"{100 * v:.1f}"
+
+    head = "| fold (test patients) | pairs | " + " | ".join(c for c, _ in _TABLE_COLUMNS) + " | folding % (pairs) |"
+    lines = [head, "|" + "---|" * (len(_TABLE_COLUMNS) + 3)]
+    for i, r in enumerate(results):
+        ids = test_patients[i] if test_patients else None
+        name = str(r.get("fold", i)) + (" (" + " ".join(p.removeprefix("patient") for p in ids) + ")" if ids else "")
+        lines.append(f"| {name} | {r['pairs']} | " + " | ".join(pct(r.get(k)) for _, k in _TABLE_COLUMNS)
+                     + f" | {r['folding_percent']:.3f} ({r.get('pairs_with_folding', '-')}) |")
+
+    def agg_row(name, agg):
+        cells = [f"{100 * agg[k]['mean']:.1f} +- {100 * agg[k]['std']:.1f}" if k in agg else "-"
+                 for _, k in _TABLE_COLUMNS]
+        fold = agg["folding_percent"]
+        return f"| {name} | | " + " | ".join(cells) + f" | {fold['mean']:.3f} +- {fold['std']:.3f} |"
+
+    lines.append(agg_row("**network, mean +- std**", aggregate(results)))
+    for method, agg in (baselines or {}).items():
+        lines.append(agg_row(f"{method}, mean +- std", agg))
+    return "\n".join(lines) + "\n"
+

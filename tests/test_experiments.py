@@ -52,6 +52,23 @@ def test_aggregate_mean_std():
     assert agg["folds"] == [0, 1]
 
 
+def test_cv_table_rows_and_mean():
+    base = {"pairs": 10, "dice_LV_after": 0.9, "dice_RV_after": 0.8, "dice_MYO_after": 0.7, "dice_mean_after": 0.8,
+            "dice_mean_before": 0.6, "folding_percent": 0.02, "pairs_with_folding": 1}
+    results = [base | {"fold": 0, "dice_mean_after_apex": 0.7}, base | {"fold": 1, "dice_mean_after": 0.9,
+                                                                       "folding_percent": 0.0, "pairs_with_folding": 0}]
+    refine = experiment.aggregate([r | {"dice_mean_after": 0.95} for r in results])
+    patients = [["patient001", "patient002"], ["patient003"]]
+    lines = experiment.cv_table(results, patients, {"refine": refine}).splitlines()
+    assert lines[0].startswith("| fold (test patients) | pairs | LV | RV | MYO | mean | before |")
+    assert lines[2] == "| 0 (001 002) | 10 | 90.0 | 80.0 | 70.0 | 80.0 | 60.0 | - | - | - | - | 70.0 | 0.020 (1) |"
+    assert lines[3].startswith("| 1 (003) | 10 | 90.0 | 80.0 | 70.0 | 90.0 | 60.0 |")
+    cells = [c.strip() for c in lines[4].split("|")]
+    assert cells[6] == "85.0 +- 5.0" and cells[-2] == "0.010 +- 0.010" and cells[-3] == "-"  # apex: one fold only
+    assert lines[5].startswith("| refine, mean +- std | | 90.0 +- 0.0 |") and "95.0 +- 0.0" in lines[5]
+    assert len(lines) == 6
+
+
 def test_cross_validate_two_tiny_folds(tmp_path):
     cmd = [sys.executable, "-m", "experiments.cross_validate", "--config", "tiny", "--workdir", str(tmp_path),
            "--noprogress", "--epochs", "1", "--alpha", "100"]
@@ -87,6 +104,8 @@ def test_cross_validate_two_tiny_folds(tmp_path):
         mean = np.mean([r["dice_mean_after"] for r in per_fold])
         assert agg[method]["dice_mean_after"]["mean"] == pytest.approx(mean)
         assert f"{method:8s} Dice mean" in base.stdout
+    table = (tmp_path / "cv_results.md").read_text().splitlines()
+    assert [row.split(" ")[1] for row in table[2:4]] == ["0", "1"] and table[5].startswith("| classic, mean +- std")
     # no labels used, yet classic registration overlaps the phantom's structures better than no registration
     assert agg["classic"]["dice_mean_after"]["mean"] > agg["classic"]["dice_mean_before"]["mean"] + 0.05
     assert agg["refine"]["dice_mean_before"]["mean"] == pytest.approx(agg["dice_mean_before"]["mean"])
