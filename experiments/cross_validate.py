@@ -15,7 +15,7 @@ import sys
 from absl import flags
 
 from experiments import entry, flags_common
-from jaxreg import experiment, train
+from jaxreg import experiment
 
 flags.DEFINE_list("folds", None, "Folds to run (default: all).")
 flags.DEFINE_bool("status", False, "Print each fold's state (finished, epoch reached, not started) and exit: no "
@@ -93,10 +93,7 @@ def _score_baselines(exp, root, folds, results, pairs):
         if all(experiment.baseline_result(wd, m, res) is not None for m in experiment.BASELINES):
             continue
         pairs = experiment.load_pairs(exp) if pairs is None else pairs
-        meta = json.loads((wd / "experiment.json").read_text())
-        test = pairs.select_patients(meta["test_patients"])
-        trainer, params = train.load_trained(wd, test.fixed.shape[1:])
-        u_net = train.predict(trainer, params, test.fixed, test.moving)
+        test, u_net = experiment.predict_test_pairs(wd, pairs)
         base = experiment.evaluate_baselines(wd, test, u_net, {"fold": k, "num_folds": exp.num_folds})
         print(f"fold {k}: " + ", ".join(f"{m} Dice mean {100 * r['dice_mean_after']:.1f}%, folding "
                                         f"{r['folding_percent']:.3f}%" for m, (r, _) in base.items()))

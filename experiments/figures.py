@@ -35,9 +35,7 @@ def main(argv):
     exp = experiment.ExperimentConfig(**{k: v for k, v in meta.items() if k in experiment.ExperimentConfig.__dataclass_fields__})
     if FLAGS.data_dir:
         exp = experiment.ExperimentConfig(**{**exp.__dict__, "data_dir": FLAGS.data_dir})
-    pairs = experiment.load_pairs(exp).select_patients(meta["test_patients"])
-    trainer, params = train.load_trained(wd, pairs.fixed.shape[1:])
-    u_net = train.predict(trainer, params, pairs.fixed, pairs.moving)
+    pairs, u_net = experiment.predict_test_pairs(wd, experiment.load_pairs(exp))
     base = experiment.evaluate_baselines(wd, pairs, u_net, {"fold": exp.fold, "num_folds": exp.num_folds})
     (res_cl, u_cl), (res_ref, u_ref) = base["classic"], base["refine"]
     before, after_net = _dice(pairs, u_net)

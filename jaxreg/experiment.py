@@ -63,6 +63,15 @@ def finished_result(workdir, num_folds: int) -> dict | None:
     return res if res.get("num_folds") == num_folds and not res.get("all_pairs") else None
 
 
+def predict_test_pairs(workdir, pairs: PairSet) -> tuple[PairSet, np.ndarray]:
+    """A fold's test pairs (`workdir/experiment.json`) and its network's displacements on them `(N, *S, nd)` pixels."""
+    workdir = pathlib.Path(workdir)
+    meta = json.loads((workdir / "experiment.json").read_text())
+    test = pairs.select_patients(meta["test_patients"])
+    trainer, params = train_lib.load_trained(workdir, test.fixed.shape[1:])
+    return test, train_lib.predict(trainer, params, test.fixed, test.moving)
+
+
 BASELINES = ("classic", "refine")  # methods scored beside the network on a fold's test pairs (no labels used)
 
 
