@@ -165,6 +165,13 @@ def run_pinned(commands, cpu_sets, logs, cwd=None) -> list[int]:
         raise
 
 
+def _subgroup_name(key: str) -> str:
+    """Printed name of a subgroup key: "ed_to_es" -> "ED->ES", "group_dcm" -> "DCM", "apex" -> "apex"."""
+    if "_to_" in key:
+        return key.upper().replace("_TO_", "->")
+    return key.removeprefix("group_").upper() if key.startswith("group_") else key
+
+
 def format_results(res: dict) -> str:
     lines = [f"{res['pairs']} test pairs ({res['patients']} patients), fold {res.get('fold', '-')}"]
     lines.append(f"{'':10s} {'LV':>7s} {'RV':>7s} {'MYO':>7s} {'mean':>7s}")
@@ -173,13 +180,17 @@ def format_results(res: dict) -> str:
                                                      for n in ("LV", "RV", "MYO", "mean")))
     groups = [k.removeprefix("dice_mean_after_") for k in res if k.startswith("dice_mean_after_")]
     for title, keys in (("by direction (moving->fixed)", [g for g in groups if "_to_" in g]),
-                        ("by slice region", [g for g in ("base", "mid", "apex") if g in groups])):
+                        ("by slice region", [g for g in ("base", "mid", "apex") if g in groups]),
+                        ("by pathology group", sorted(g for g in groups if g.startswith("group_")))):
         if keys:
             lines.append(f"mean Dice {title}: " + "; ".join(
-                f"{g.upper().replace('_TO_', '->') if '_to_' in g else g} {100 * res['dice_mean_before_' + g]:.1f}%"
+                f"{_subgroup_name(g)} {100 * res['dice_mean_before_' + g]:.1f}%"
                 f" -> {100 * res['dice_mean_after_' + g]:.1f}%" for g in keys))
-    lines.append(f"folding {res['folding_percent']:.3f}% of pixels ({res['pairs_with_folding']} pairs with any); "
-                 f"inference {1e3 * res['seconds_per_pair']:.2f} ms/pair ({res['pairs_per_second']:.0f} pairs/s)")
+    by_direction = "".join(f", {_subgroup_name(g)} {res[f'folding_percent_{g}']:.3f}%" for g in groups
+                           if "_to_" in g and f"folding_percent_{g}" in res)
+    lines.append(f"folding {res['folding_percent']:.3f}% of pixels{by_direction} ({res['pairs_with_folding']} pairs "
+                 f"with any); inference {1e3 * res['seconds_per_pair']:.2f} ms/pair ({res['pairs_per_second']:.0f} "
+                 "pairs/s)")
     return "\n".join(lines)
 
 
@@ -205,7 +216,8 @@ def cv_table(results: list[dict], test_patients: list | None = None, baselines: 
     """Markdown table of a CV: one row per fold (Dice % per structure, mean, subgroups, folding), mean +- std.
 
     results: the folds' results.json dicts; test_patients: per fold, a list of patient ids (or None);
-    baselines: `{method: aggregate(...)}` rows appended as mean +- std (e.g. classic, refine).
+    baselines: `{method: aggregate(...)}` rows appended as mean +- std (e.g. classic, refine). Results with
+    per-pathology means (`dice_mean_after_group_*`) get a second table, one column per group.
     """
     def pct(v):
         return "-" if v is None else f"{100 * v:.1f}"
@@ -227,5 +239,18 @@ def cv_table(results: list[dict], test_patients: list | None = None, baselines: 
     lines.append(agg_row("**network, mean +- std**", aggregate(results)))
     for method, agg in (baselines or {}).items():
         lines.append(agg_row(f"{method}, mean +- std", agg))
+    groups = sorted({k.removeprefix("dice_mean_after_") for r in results for k in r
+                     if k.startswith("dice_mean_after_group_")})
+    if groups:  # second table: mean Dice after registration per pathology group (before in brackets)
+        lines += ["", "Mean Dice % per pathology group (before registration in brackets); std over folds:", "",
+                  "| fold | " + " | ".join(_subgroup_name(g) for g in groups) + " |", "|" + "---|" * (len(groups) + 1)]
+        for i, r in enumerate(results):
+            lines.append(f"| {r.get('fold', i)} | " + " | ".join(
+                f"{pct(r.get('dice_mean_after_' + g))} ({pct(r.get('dice_mean_before_' + g))})" for g in groups) + " |")
+        for name, agg in [("**network, mean +- std**", aggregate(results))] + [
+                (f"{m}, mean +- std", a) for m, a in (baselines or {}).items()]:
+            lines.append(f"| {name} | " + " | ".join(
+                f"{100 * agg[k]['mean']:.1f} +- {100 * agg[k]['std']:.1f}" if (k := "dice_mean_after_" + g) in agg
+                else "-" for g in groups) + " |")
     return "\n".join(lines) + "\n"
 

@@ -339,8 +339,9 @@ def _pair_metrics(fixed_labels, moving_labels, u):
 def summarize(pairs: PairSet, u: np.ndarray, seconds: float, workdir=None, method: str = "network") -> dict:
     """Dice (LV, RV, MYO, mean; mean per direction) before/after warping the moving labels with u, folding; CSV/JSON.
 
-    u: `(N, H, W, 2)` pixels. Subgroup means: `dice_mean_{before,after}_ed_to_es` (ED moving) and `_es_to_ed`, and
-    `_base`, `_mid`, `_apex` (`PairSet.slice_region`).
+    u: `(N, H, W, 2)` pixels. Subgroup means: `dice_mean_{before,after}_ed_to_es` (ED moving) and `_es_to_ed`,
+    `_base`, `_mid`, `_apex` (`PairSet.slice_region`), and `_group_{g}` per pathology group (ACDC's Info.cfg
+    Group, lower case: `_group_dcm`, `_group_nor`, ...); `folding_percent_{subgroup}` likewise.
     """
     fl, ml = pairs.fixed_labels.astype(np.int32), pairs.moving_labels.astype(np.int32)
     before, after, fold = (np.asarray(a) for a in jax.vmap(_pair_metrics)(fl, ml, jnp.asarray(u)))
@@ -350,13 +351,15 @@ def summarize(pairs: PairSet, u: np.ndarray, seconds: float, workdir=None, metho
         for j, nm in enumerate(names):
             res[f"dice_{nm}_{tag}"] = float(np.nanmean(d[:, j]))
         res[f"dice_mean_{tag}"] = float(np.nanmean(np.nanmean(d, axis=1)))
-    # subgroups: direction (ED->ES -> key ed_to_es) and slice region (base, mid, apex)
-    groups = [d.lower().replace("->", "_to_") for d in np.asarray(pairs.direction).tolist()]
-    for labels in (np.array(groups), pairs.slice_region()):
+    # subgroups: direction (ED->ES -> key ed_to_es), slice region (base, mid, apex), pathology (group_dcm, ...)
+    directions = [d.lower().replace("->", "_to_") for d in np.asarray(pairs.direction).tolist()]
+    pathology = ["group_" + str(g).lower() for g in np.asarray(pairs.group).tolist()]
+    for labels in (np.array(directions), pairs.slice_region(), np.array(pathology)):
         for key in sorted(set(labels.tolist())):
             sel = labels == key
             res[f"dice_mean_before_{key}"] = float(np.nanmean(np.nanmean(before[sel], axis=1)))
             res[f"dice_mean_after_{key}"] = float(np.nanmean(np.nanmean(after[sel], axis=1)))
+            res[f"folding_percent_{key}"] = float(100 * fold[sel].mean())
     res["folding_percent"] = float(100 * fold.mean())
     res["pairs_with_folding"] = int((fold > 0).sum())
     res["seconds_per_pair"] = seconds / max(len(pairs), 1)
@@ -365,10 +368,10 @@ def summarize(pairs: PairSet, u: np.ndarray, seconds: float, workdir=None, metho
         workdir = pathlib.Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         with (workdir / f"pairs_{method}.csv").open("w") as fh:
-            fh.write("patient,slice,direction," + ",".join(f"dice_{n}_before" for n in names) + ","
+            fh.write("patient,group,slice,direction," + ",".join(f"dice_{n}_before" for n in names) + ","
                      + ",".join(f"dice_{n}_after" for n in names) + ",folding_percent\n")
             for i in range(len(pairs)):
-                fh.write(f"{pairs.patient[i]},{pairs.slice_index[i]},{pairs.direction[i]},"
+                fh.write(f"{pairs.patient[i]},{pairs.group[i]},{pairs.slice_index[i]},{pairs.direction[i]},"
                          + ",".join(f"{v:.4f}" for v in before[i]) + "," + ",".join(f"{v:.4f}" for v in after[i])
                          + f",{100 * fold[i]:.4f}\n")
         (workdir / f"results_{method}.json" if method != "network" else workdir / "results.json").write_text(

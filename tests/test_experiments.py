@@ -66,7 +66,29 @@ def test_cv_table_rows_and_mean():
     cells = [c.strip() for c in lines[4].split("|")]
     assert cells[6] == "85.0 +- 5.0" and cells[-2] == "0.010 +- 0.010" and cells[-3] == "-"  # apex: one fold only
     assert lines[5].startswith("| refine, mean +- std | | 90.0 +- 0.0 |") and "95.0 +- 0.0" in lines[5]
-    assert len(lines) == 6
+    assert len(lines) == 6  # no per-pathology means: no second table
+    # per-pathology means: a second table, a column per group, "-" where a fold lacks the group
+    groups = [results[0] | {"dice_mean_after_group_dcm": 0.8, "dice_mean_before_group_dcm": 0.5,
+                            "dice_mean_after_group_nor": 0.9, "dice_mean_before_group_nor": 0.7},
+              results[1] | {"dice_mean_after_group_dcm": 0.7, "dice_mean_before_group_dcm": 0.6}]
+    lines = experiment.cv_table(groups, patients).splitlines()
+    assert lines[8] == "| fold | DCM | NOR |"
+    assert lines[10] == "| 0 | 80.0 (50.0) | 90.0 (70.0) |" and lines[11] == "| 1 | 70.0 (60.0) | - (-) |"
+    assert lines[12] == "| **network, mean +- std** | 75.0 +- 5.0 | - |" and len(lines) == 13
+
+
+def test_format_results_names_subgroups():
+    res = {"pairs": 4, "patients": 2, "folding_percent": 0.0, "pairs_with_folding": 0, "seconds_per_pair": 0.01,
+           "pairs_per_second": 100.0}
+    for tag, v in (("before", 0.5), ("after", 0.8)):
+        res |= {f"dice_{n}_{tag}": v for n in ("LV", "RV", "MYO", "mean")}
+        res |= {f"dice_mean_{tag}_{g}": v for g in ("es_to_ed", "apex", "group_hcm")}
+    text = experiment.format_results(res)
+    assert "by direction (moving->fixed): ES->ED 50.0% -> 80.0%" in text
+    assert "by slice region: apex 50.0% -> 80.0%" in text and "by pathology group: HCM 50.0% -> 80.0%" in text
+    assert "folding 0.000% of pixels (0 pairs with any)" in text  # no folding per direction in older results
+    assert "folding 0.000% of pixels, ES->ED 0.250% (" in experiment.format_results(res | {
+        "folding_percent_es_to_ed": 0.25})
 
 
 def test_cross_validate_two_tiny_folds(tmp_path):

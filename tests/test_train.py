@@ -178,9 +178,15 @@ def test_summarize_matches_naive_dice_per_structure_and_direction(tmp_path):
         sel = region == key
         assert sel.any()
         assert res[f"dice_mean_before_{key}"] == pytest.approx(np.nanmean(np.nanmean(naive[sel], 1)), abs=1e-5)
-    assert res["folding_percent"] == 0 and res["pairs"] == len(pairs)
+    for group in set(pairs.group.tolist()):
+        sel = pairs.group == group
+        assert res[f"dice_mean_after_group_{group.lower()}"] == pytest.approx(np.nanmean(np.nanmean(naive[sel], 1)),
+                                                                              abs=1e-5)
+    assert res["folding_percent"] == 0 and res["pairs"] == len(pairs) and res["folding_percent_es_to_ed"] == 0
     assert json.loads((tmp_path / "results.json").read_text()) == res
-    assert len((tmp_path / "pairs_network.csv").read_text().splitlines()) == len(pairs) + 1
+    rows = (tmp_path / "pairs_network.csv").read_text().splitlines()
+    assert len(rows) == len(pairs) + 1 and rows[0].startswith("patient,group,slice,direction,")
+    assert rows[1].split(",")[:4] == [pairs.patient[0], pairs.group[0], str(pairs.slice_index[0]), pairs.direction[0]]
 
 
 def test_two_devices_equal_one(tmp_path):
