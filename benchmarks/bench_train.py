@@ -4,7 +4,7 @@ The step: on-device deformation augmentation, both encoder streams, three B-spli
 label loss at every level, Adam update; batch 30 x 112 x 112. The twin has the same parameter count and the same
 initial loss (checked and printed). Median of --repeats steps after --warmup. Also: batched inference pairs/s.
 
-    /tmp/benchenv/bin/python benchmarks/bench_train.py [--repeats 20] [--threads 2]
+    /tmp/benchenv/bin/python benchmarks/bench_train.py [--repeats 20] [--threads 2] [--cpu_devices 2]
 """
 
 from __future__ import annotations
@@ -156,7 +156,11 @@ def main():
     ap.add_argument("--batch", type=int, default=30)
     ap.add_argument("--infer_chunk", type=int, nargs="+", default=[8],
                     help="Trainer.infer_chunk values to time inference with (a value >= 80: one batch per call)")
+    ap.add_argument("--cpu_devices", type=int, default=1,
+                    help="JAX CPU devices (jax_num_cpu_devices): step and inference data parallel over them")
     args = ap.parse_args()
+    if args.cpu_devices > 1:
+        jax.config.update("jax_num_cpu_devices", args.cpu_devices)
     import torch
 
     cfg = train.TrainConfig(batch_size=args.batch)
@@ -194,9 +198,11 @@ def main():
           f"torch {init_torch:.3f}")
     print(f"| step (batch {args.batch} x 112 x 112, augmentation, 3 levels, Adam) | JAX s | PyTorch s | JAX/PyTorch |")
     print("|---|---|---|---|")
-    print(f"| median of {args.repeats} | {t_jax:.3f} | {t_torch:.3f} | {t_jax / t_torch:.2f} |")
+    print(f"| median of {args.repeats}, JAX on {trainer.num_devices} CPU device(s) | {t_jax:.3f} | {t_torch:.3f} | "
+          f"{t_jax / t_torch:.2f} |")
     for chunk, v in pps.items():
-        print(f"inference (batched 80, chunks of {chunk}, after compile, best of 3): {v:.0f} pairs/s")
+        print(f"inference (batched 80, chunks of {chunk} per device, {trainer.num_devices} device(s), after compile, "
+              f"best of 3): {v:.0f} pairs/s")
     steps = math.ceil(0.9 * 706 * cfg.augment / cfg.batch_size) * cfg.epochs
     print(f"paper recipe, one fold (~{steps} steps): JAX ~{steps * t_jax / 60:.0f} min, "
           f"PyTorch ~{steps * t_torch / 60:.0f} min at these step times")

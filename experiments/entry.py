@@ -1,11 +1,19 @@
-"""`run`: every entry point's `absl.app.run`, turning bad input into a one-line error instead of a traceback."""
+"""`run`: every entry point's `absl.app.run`, turning bad input into a one-line error instead of a traceback.
+
+Also the flag every entry point shares: `--cpu_devices`, applied before any JAX work.
+"""
 
 import sys
 
-from absl import app
+import jax
+from absl import app, flags
 
 from jaxreg.data import DataError
 from jaxreg.train import WorkdirBusy
+
+flags.DEFINE_integer("cpu_devices", 1, "Split the host CPU into this many JAX devices (jax_num_cpu_devices): "
+                     "training and inference then run data parallel over them, one shard each. 2 on a 2-core "
+                     "machine: inference ~1.5x faster (BUILD_NOTES). Must divide the batch size. No effect on GPU.")
 
 # what bad input raises (missing or broken files, wrong shapes, unknown names, a busy workdir): one line, exit 2
 USER_ERRORS = (DataError, FileNotFoundError, NotADirectoryError, ValueError, WorkdirBusy)
@@ -16,6 +24,10 @@ def run(main):
 
     def checked(argv):
         try:
+            if flags.FLAGS.cpu_devices < 1:
+                raise ValueError(f"--cpu_devices must be >= 1; got {flags.FLAGS.cpu_devices}")
+            if flags.FLAGS.cpu_devices > 1:  # must precede the first JAX operation (backend start)
+                jax.config.update("jax_num_cpu_devices", flags.FLAGS.cpu_devices)
             return main(argv)
         except USER_ERRORS as e:
             print(f"error: {e}", file=sys.stderr)

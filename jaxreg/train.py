@@ -116,7 +116,7 @@ class Trainer:
     cfg: TrainConfig
     image_shape: tuple
     steps_per_epoch: int = 1  # sets the length of a decaying learning-rate schedule
-    infer_chunk: int = 8  # inference on one device: pairs per lax.map chunk (keeps activations in cache)
+    infer_chunk: int = 8  # inference: pairs per lax.map chunk on each device (keeps activations in cache)
 
     def __post_init__(self):
         self.model = RegNet(self.cfg.model)
@@ -152,14 +152,21 @@ class Trainer:
         return new, dict(terms, loss=loss)
 
     def _eval_fields(self, params, fixed, moving):
-        def fields(f, m):
-            return finest_displacement(self.model.apply(params, f, m), f.shape[1:], self.cfg.model)
+        def chunked(params, f, m):
+            def fields(f, m):
+                return finest_displacement(self.model.apply(params, f, m), f.shape[1:], self.cfg.model)
 
-        if self.num_devices > 1 or fixed.shape[0] <= self.infer_chunk:
-            return fields(fixed, moving)
-        # one device: chunks of `infer_chunk` pairs in sequence (lax.map vmaps within a chunk, remainder included)
-        return jax.lax.map(lambda fm: fields(fm[0][None], fm[1][None])[0], (fixed, moving),
-                           batch_size=self.infer_chunk)
+            if f.shape[0] <= self.infer_chunk:
+                return fields(f, m)
+            # chunks of `infer_chunk` pairs in sequence (lax.map vmaps within a chunk, remainder included), so each
+            # chunk's activations stay in cache
+            return jax.lax.map(lambda fm: fields(fm[0][None], fm[1][None])[0], (f, m), batch_size=self.infer_chunk)
+
+        if self.num_devices > 1 and fixed.shape[0] % self.num_devices == 0:
+            # data parallel: each device runs its shard of the batch in chunks
+            return jax.shard_map(chunked, mesh=self.mesh, in_specs=(P(), P("data"), P("data")),
+                                 out_specs=P("data"))(params, fixed, moving)
+        return chunked(params, fixed, moving)
 
     def shard_batch(self, *arrays):
         return [jax.device_put(a, self.data_sharding) for a in arrays]

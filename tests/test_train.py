@@ -112,10 +112,10 @@ def test_cosine_schedule_decays_over_all_steps_and_resumes(tmp_path):
     assert int(state["step"]) == int(first["step"]) > 0
 
 
-def _run_tiny(workdir, extra_env=None, epochs=3, popen=False):
+def _run_tiny(workdir, extra_env=None, epochs=3, popen=False, args=()):
     env = dict(os.environ, **(extra_env or {}))
     cmd = [sys.executable, "-m", "experiments.train", "--config", "tiny", "--workdir", str(workdir), "--noprogress",
-           f"--epochs={epochs}"]
+           f"--epochs={epochs}", *args]
     if popen:
         return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -191,9 +191,51 @@ def test_summarize_matches_naive_dice_per_structure_and_direction(tmp_path):
 
 def test_two_devices_equal_one(tmp_path):
     _run_tiny(tmp_path / "one", epochs=1)
-    _run_tiny(tmp_path / "two", {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}, epochs=1)
+    _run_tiny(tmp_path / "two", epochs=1, args=["--cpu_devices=2"])
     for a, b in zip(_params(tmp_path / "one"), _params(tmp_path / "two")):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    # the evaluation after training ran data parallel too (each device its shard, in chunks): same Dice per pair
+    one, two = ((tmp_path / d / "pairs_network.csv").read_text().splitlines() for d in ("one", "two"))
+    assert len(one) == len(two) > 2
+    np.testing.assert_allclose([[float(v) for v in r.split(",")[4:]] for r in one[1:]],
+                               [[float(v) for v in r.split(",")[4:]] for r in two[1:]], atol=2e-3)
+    bad = subprocess.run([sys.executable, "-m", "experiments.train", "--config", "tiny", "--cpu_devices=0"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "--cpu_devices must be >= 1" in bad.stderr
+
+
+_SHARDED_INFERENCE = """
+import sys, jax, numpy as np
+jax.config.update("jax_num_cpu_devices", 2)
+from jaxreg import train
+from jaxreg.models import RegNetConfig
+tr = train.Trainer(train.TrainConfig(model=RegNetConfig(encoder_features=(4, 8, 8, 8, 8), decoder_features=(8, 8, 8))),
+                   (64, 64), infer_chunk=2)
+leaves, treedef = jax.tree.flatten(tr.init_state()["params"])
+keys = jax.random.split(jax.random.key(0), len(leaves))
+params = jax.tree.unflatten(treedef, [x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+f, m = np.random.default_rng(0).uniform(size=(2, 10, 64, 64)).astype(np.float32)
+sharded = tr.eval_fields(params, *tr.shard_batch(f, m))  # 5 pairs a device: 2 chunks + a remainder each
+odd = tr.eval_fields(params, f[:9], m[:9])  # not divisible by the devices: one device, chunked
+np.savez(sys.argv[1], sharded=sharded, odd=odd, params=np.concatenate([x.ravel() for x in jax.tree.leaves(params)]))
+"""
+
+
+def test_inference_over_two_devices_equals_one(tmp_path):
+    out = subprocess.run([sys.executable, "-c", _SHARDED_INFERENCE, str(tmp_path / "two.npz")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    two = np.load(tmp_path / "two.npz")
+    tr = train.Trainer(train.TrainConfig(model=TINY_MODEL), (64, 64), infer_chunk=64)
+    leaves, treedef = jax.tree.flatten(tr.init_state()["params"])
+    keys = jax.random.split(jax.random.key(0), len(leaves))
+    params = jax.tree.unflatten(treedef, [x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+    np.testing.assert_array_equal(two["params"], np.concatenate([x.ravel() for x in jax.tree.leaves(params)]))
+    f, m = np.random.default_rng(0).uniform(size=(2, 10, 64, 64)).astype(np.float32)
+    whole = np.asarray(tr.eval_fields(params, f, m))
+    assert 0.1 < np.abs(whole).max() < 100
+    np.testing.assert_allclose(two["sharded"], whole, atol=1e-5)
+    np.testing.assert_allclose(two["odd"], whole[:9], atol=1e-5)
 
 
 def test_changed_config_in_same_workdir_is_refused(tmp_path):
