@@ -45,11 +45,16 @@ def test_3d_variant_is_a_parameter():
     assert out[-1].shape == (1,) + bspline.control_grid_shape((32, 32, 32), 4) + (3,)
 
 
+def _perturbed(params):
+    """Initial parameters plus 0.1 N(0, 1) noise (fixed keys): zero heads would give u = 0 everywhere."""
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(0), len(leaves))
+    return jax.tree.unflatten(treedef, [x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+
+
 def test_chunked_inference_equals_one_batch():
     tr = train.Trainer(train.TrainConfig(model=TINY_MODEL), (64, 64), infer_chunk=4)
-    leaves, treedef = jax.tree.flatten(tr.init_state()["params"])
-    keys = jax.random.split(jax.random.key(0), len(leaves))
-    params = jax.tree.unflatten(treedef, [x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+    params = _perturbed(tr.init_state()["params"])
     fixed, moving = jax.random.uniform(jax.random.key(1), (2, 10, 64, 64))  # 10 pairs: 2 chunks + a remainder
     chunked = tr.eval_fields(params, fixed, moving)
     whole = dataclasses.replace(tr, infer_chunk=64).eval_fields(params, fixed, moving)
@@ -211,9 +216,8 @@ from jaxreg import train
 from jaxreg.models import RegNetConfig
 tr = train.Trainer(train.TrainConfig(model=RegNetConfig(encoder_features=(4, 8, 8, 8, 8), decoder_features=(8, 8, 8))),
                    (64, 64), infer_chunk=2)
-leaves, treedef = jax.tree.flatten(tr.init_state()["params"])
-keys = jax.random.split(jax.random.key(0), len(leaves))
-params = jax.tree.unflatten(treedef, [x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+from tests.test_train import _perturbed
+params = _perturbed(tr.init_state()["params"])
 f, m = np.random.default_rng(0).uniform(size=(2, 10, 64, 64)).astype(np.float32)
 sharded = tr.eval_fields(params, *tr.shard_batch(f, m))  # 5 pairs a device: 2 chunks + a remainder each
 odd = tr.eval_fields(params, f[:9], m[:9])  # not divisible by the devices: one device, chunked
@@ -227,9 +231,7 @@ def test_inference_over_two_devices_equals_one(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     two = np.load(tmp_path / "two.npz")
     tr = train.Trainer(train.TrainConfig(model=TINY_MODEL), (64, 64), infer_chunk=64)
-    leaves, treedef = jax.tree.flatten(tr.init_state()["params"])
-    keys = jax.random.split(jax.random.key(0), len(leaves))
-    params = jax.tree.unflatten(treedef, [x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+    params = _perturbed(tr.init_state()["params"])
     np.testing.assert_array_equal(two["params"], np.concatenate([x.ravel() for x in jax.tree.leaves(params)]))
     f, m = np.random.default_rng(0).uniform(size=(2, 10, 64, 64)).astype(np.float32)
     whole = np.asarray(tr.eval_fields(params, f, m))
