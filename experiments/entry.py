@@ -13,7 +13,7 @@ from jaxreg.train import WorkdirBusy
 
 flags.DEFINE_integer("cpu_devices", 1, "Split the host CPU into this many JAX devices (jax_num_cpu_devices): "
                      "training and inference then run data parallel over them, one shard each. 2 on a 2-core "
-                     "machine: inference ~1.5x faster (BUILD_NOTES). Must divide the batch size. No effect on GPU.")
+                     "machine: inference 1.3-1.5x faster (BUILD_NOTES). Must divide the batch size. No effect on GPU.")
 
 # what bad input raises (missing or broken files, wrong shapes, unknown names, a busy workdir): one line, exit 2
 USER_ERRORS = (DataError, FileNotFoundError, NotADirectoryError, ValueError, WorkdirBusy)
