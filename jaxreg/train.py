@@ -116,12 +116,16 @@ class Trainer:
     cfg: TrainConfig
     image_shape: tuple
     steps_per_epoch: int = 1  # sets the length of a decaying learning-rate schedule
-    infer_chunk: int = 8  # inference: pairs per lax.map chunk on each device (keeps activations in cache)
+    # inference: pairs per lax.map chunk on each device, keeping a CPU core's activations in cache (8 on CPU; None on
+    # an accelerator: the whole shard at once, which a GPU wants)
+    infer_chunk: int | None = None
 
     def __post_init__(self):
         self.model = RegNet(self.cfg.model)
         self.tx = optax.adam(learning_rate_schedule(self.cfg, self.steps_per_epoch))
         devices = jax.devices()
+        if self.infer_chunk is None:
+            self.infer_chunk = 8 if devices[0].platform == "cpu" else 2**31 - 1
         self.mesh = jax.make_mesh((len(devices),), ("data",), devices=devices,
                                   axis_types=(jax.sharding.AxisType.Auto,))
         self.data_sharding = NamedSharding(self.mesh, P("data"))
