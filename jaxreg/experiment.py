@@ -107,7 +107,8 @@ def baseline_result(workdir, method: str, network_result: dict) -> dict | None:
 def fold_status(workdir, num_folds: int) -> str:
     """One line on a fold's workdir without loading data or JAX state: finished (its Dice), at epoch k, or not started.
 
-    Reads `finished_result`, else `config.json` and the last line of `metrics.jsonl`.
+    Reads `finished_result`, else `config.json` and `metrics.jsonl` (the time left: the median of the last five
+    epochs' seconds).
     """
     workdir = pathlib.Path(workdir)
     res = finished_result(workdir, num_folds)
@@ -121,8 +122,14 @@ def fold_status(workdir, num_folds: int) -> str:
     lines = log_path.read_text().splitlines() if log_path.is_file() else []
     if not lines:
         return f"started, no epoch finished (of {epochs})"
-    rec = json.loads(lines[-1])
-    return f"training: epoch {rec['epoch']} of {epochs} done, label term {rec.get('label', float('nan')):.4f}"
+    recs = [json.loads(line) for line in lines]
+    rec = recs[-1]
+    out = f"training: epoch {rec['epoch']} of {epochs} done, label term {rec.get('label', float('nan')):.4f}"
+    seconds = [r["seconds"] for r in recs[-5:] if "seconds" in r]  # the recent pace (a resumed run restarts it)
+    if seconds and isinstance(epochs, int):
+        left = (epochs - rec["epoch"]) * float(np.median(seconds))
+        out += f"; ~{left / 3600:.1f} h left at {np.median(seconds):.0f} s/epoch"
+    return out
 
 
 def worker_plan(folds, workers: int, cpus) -> list[tuple[list[int], list[int]]]:
