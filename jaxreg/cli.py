@@ -5,11 +5,11 @@
     jaxreg register --data-dir ACDC/training --out DIR [--method ...]     # every patient, ED->ES and ES->ED
 
 3D stacks are registered slice by slice (the 2D model). Per slice a 112 x 112 region of interest is placed on the
-moving labels' centroid when given, else on the images (never on fixed labels), registered, and the result is
-written back on the fixed image's full grid: warped.nii.gz, warped_labels.nii.gz (with moving labels),
-displacement.nii.gz (x, y, z, 2) in pixels (zero outside the region of interest) with the fixed affine, and
-report.json. Errors are one line on stderr with exit status 2; outputs are written to a temporary folder and
-moved into place only when complete.
+moving labels' centroid when given, else where fixed and moving differ (`motion_center`: the moving heart; never on
+fixed labels), registered, and the result is written back on the fixed image's full grid: warped.nii.gz,
+warped_labels.nii.gz (with moving labels), displacement.nii.gz (x, y, z, 2) in pixels (zero outside the region of
+interest) with the fixed affine, and report.json. Errors are one line on stderr with exit status 2; outputs are
+written to a temporary folder and moved into place only when complete.
 """
 
 from __future__ import annotations
@@ -74,16 +74,17 @@ def register_volumes(fixed, moving, moving_labels=None, method="learned", model=
     import jax.numpy as jnp
 
     from jaxreg import classic, metrics, warp
-    from jaxreg.data.pairs import crop, crop_center, crop_origin_for, normalize_intensity, uncrop
+    from jaxreg.data.pairs import crop, crop_center, crop_origin_for, motion_center, normalize_intensity, uncrop
 
     fixed_n, moving_n = normalize_intensity(fixed), normalize_intensity(moving)
     nz = fixed.shape[2]
+    moving_part = motion_center(fixed_n, moving_n)  # slices without moving labels: where the frames differ
     origins, f_crops, m_crops = [], [], []
     for z in range(nz):
         if moving_labels is not None and (moving_labels[:, :, z] > 0).any():
             center = crop_center(moving_labels[:, :, z])
         else:
-            center = crop_center(np.zeros(fixed.shape[:2], np.uint8), 0.5 * (fixed_n[:, :, z] + moving_n[:, :, z]))
+            center = moving_part
         o = crop_origin_for(center, SIZE)
         origins.append(o)
         f_crops.append(crop(fixed_n[:, :, z], o, SIZE))

@@ -18,11 +18,13 @@ from jaxreg.data import (
     load_acdc_pairs,
     load_nifti,
     load_patient,
+    motion_center,
     parse_info_cfg,
     phantom_pairs,
     split_fold,
     uncrop,
 )
+from jaxreg.data.pairs import crop_center
 from tests.conftest import SHARED_ACDC
 
 OFFICIAL_INFO = "ED: 1\nES: 12\nGroup: DCM\nHeight: 184.0\nNbFrame: 30\nWeight: 95.0\n"
@@ -269,3 +271,28 @@ def test_shared_acdc_slices_run_from_base_to_apex():
         area = (lab == 3).sum(axis=(0, 1)).astype(float)
         z = np.flatnonzero(area)
         assert np.polyfit(z, area[z], 1)[0] < 0, d.name
+
+
+def _cine_frames(center, shift=(0, 0)):
+    """(96, 96, 3) ED and ES frames: a bright static body block off the heart, and a cavity disc that contracts."""
+    yy, xx = np.indices((96, 96), dtype=np.float64)
+    body = ((np.abs(yy - 70 - shift[0]) < 20) & (np.abs(xx - 25 - shift[1]) < 20)) * 0.8
+    frames = []
+    for radius in (12.0, 7.0):  # ED, ES
+        disc = np.hypot(yy - center[0] - shift[0], xx - center[1] - shift[1]) < radius
+        frames.append(np.repeat((0.1 + body + 0.9 * disc)[..., None], 3, axis=2))
+    return frames
+
+
+@pytest.mark.parametrize("shift", [(0, 0), (5, -7), (-9, 4)])
+def test_motion_center_finds_what_moves_and_follows_a_shift(shift):
+    center = (35.0, 60.0)
+    ed, es = _cine_frames(center, shift)
+    got = np.array(motion_center(ed, es))
+    np.testing.assert_allclose(got, np.add(center, shift), atol=0.5)  # the ring between the two discs
+    np.testing.assert_allclose(motion_center(ed[..., 0], es[..., 0]), got)  # one slice = the volume's mean
+    plain = np.array(crop_center(np.zeros((96, 96), np.uint8), 0.5 * (ed[..., 0] + es[..., 0])))
+    assert np.hypot(*(plain - got)) > 10  # the intensity centroid is pulled to the static body
+    assert motion_center(ed, ed) == (47.5, 47.5)  # nothing moves: the middle
+    with pytest.raises(ValueError, match="one shape"):
+        motion_center(ed, es[:, :80])

@@ -8,6 +8,7 @@ from jaxreg.data.pairs import (
     concat,
     crop,
     kfold_patients,
+    motion_center,
     normalize_intensity,
     split_fold,
     uncrop,
@@ -16,8 +17,8 @@ from jaxreg.data.phantom import phantom_pairs
 
 __all__ = [
     "DataError", "LABELS", "STRUCTURES", "PairSet", "concat", "crop", "kfold_patients", "load_acdc",
-    "load_acdc_pairs", "load_nifti", "load_patient", "normalize_intensity", "parse_info_cfg", "phantom_pairs",
-    "split_fold", "uncrop",
+    "load_acdc_pairs", "load_nifti", "load_patient", "motion_center", "normalize_intensity", "parse_info_cfg",
+    "phantom_pairs", "split_fold", "uncrop",
 ]
 from jaxreg.data.augment import augment_batch, augment_pair, random_displacement  # noqa: E402
 

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from jaxreg.data.pairs import PairSet, crop, crop_center, crop_origin_for, normalize_intensity
+from jaxreg.data.pairs import PairSet, crop, crop_center, crop_origin_for, motion_center, normalize_intensity
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,8 @@ def load_acdc_pairs(
     Slices qualify when labels 1, 2 and 3 are all present in both frames (`require_all_labels`; else any
     foreground in both). Intensities: per-volume percentile scaling to [0, 1]. `pixel_mm`: optional in-plane
     resampling. `crop_on`: "moving_labels" (default: usable at inference, where the moving labels are given),
-    "fixed_labels" or "union" (training only: they peek at the fixed labels), or "image" (no labels).
+    "fixed_labels" or "union" (training only: they peek at the fixed labels), or "image" (no labels: where the two
+    frames differ, `motion_center` of the volumes).
     Broken patients are skipped, logged and listed in `PairSet.skipped`.
     """
     for d in directions:
@@ -218,7 +219,7 @@ def load_acdc_pairs(
                 elif crop_on == "union":
                     center = crop_center((m_lab > 0) | (f_lab > 0))
                 else:
-                    center = crop_center(np.zeros_like(m_lab), m_img)
+                    center = motion_center(vols["ED"], vols["ES"])
                 origin = crop_origin_for(center, size)
                 rows["fixed"].append(crop(f_img, origin, size))
                 rows["moving"].append(crop(m_img, origin, size))

@@ -123,6 +123,22 @@ def crop_center(labels_2d: np.ndarray, image_2d: np.ndarray | None = None) -> tu
     return tuple((np.array(labels_2d.shape) - 1) / 2.0)
 
 
+def motion_center(fixed: np.ndarray, moving: np.ndarray) -> tuple[float, float]:
+    """Centre of the heart without labels: where the two frames differ. `(H, W)` or `(H, W, Z)` normalised images.
+
+    The centroid of `|fixed - moving|` (averaged over slices: one centre per volume) above its median, as
+    `crop_center` weighs an image; the middle of the slice if the frames are equal. In cine MR the ventricles are
+    what moves between ED and ES. On the CV's test patients it places the network's crop within 0.8 points of Dice
+    of the moving labels' centroid, against 2.8 points lost by the plain intensity centroid (BUILD_NOTES).
+    """
+    if fixed.shape != moving.shape:
+        raise ValueError(f"fixed and moving must have one shape; got {fixed.shape} and {moving.shape}")
+    diff = np.abs(fixed.astype(np.float64) - moving.astype(np.float64))
+    if diff.ndim == 3:
+        diff = diff.mean(axis=2)
+    return crop_center(np.zeros(diff.shape, np.uint8), diff)
+
+
 def crop_origin_for(center: Sequence[float], size: int) -> np.ndarray:
     """Top-left corner of a `size` x `size` crop centred on `center` (may fall outside the slice: crop pads)."""
     return np.round(np.asarray(center) - size / 2.0).astype(int)
