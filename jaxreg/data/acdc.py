@@ -184,7 +184,7 @@ def load_acdc_pairs(
     foreground in both). Intensities: per-volume percentile scaling to [0, 1]. `pixel_mm`: optional in-plane
     resampling. `crop_on`: "moving_labels" (default: usable at inference, where the moving labels are given),
     "fixed_labels" or "union" (training only: they peek at the fixed labels), or "image" (no labels: where the two
-    frames differ, `motion_center` of the volumes).
+    frames differ, `motion_center` of the slice pair).
     Broken patients are skipped, logged and listed in `PairSet.skipped`.
     """
     for d in directions:
@@ -219,7 +219,7 @@ def load_acdc_pairs(
                 elif crop_on == "union":
                     center = crop_center((m_lab > 0) | (f_lab > 0))
                 else:
-                    center = motion_center(vols["ED"], vols["ES"])
+                    center = motion_center(f_img, m_img)  # per slice: on the resampled grid if pixel_mm
                 origin = crop_origin_for(center, size)
                 rows["fixed"].append(crop(f_img, origin, size))
                 rows["moving"].append(crop(m_img, origin, size))
