@@ -127,8 +127,8 @@ def fold_status(workdir, num_folds: int) -> str:
     out = f"training: epoch {rec['epoch']} of {epochs} done, label term {rec.get('label', float('nan')):.4f}"
     seconds = [r["seconds"] for r in recs[-5:] if "seconds" in r]  # the recent pace (a resumed run restarts it)
     if seconds and isinstance(epochs, int):
-        left = (epochs - rec["epoch"]) * float(np.median(seconds))
-        out += f"; ~{left / 3600:.1f} h left at {np.median(seconds):.0f} s/epoch"
+        pace = float(np.median(seconds))
+        out += f"; ~{(epochs - rec['epoch']) * pace / 3600:.1f} h left at {pace:.0f} s/epoch"
     return out
 
 
@@ -243,7 +243,8 @@ def cv_table(results: list[dict], test_patients: list | None = None, baselines: 
         fold = agg["folding_percent"]
         return f"| {name} | | " + " | ".join(cells) + f" | {fold['mean']:.3f} +- {fold['std']:.3f} |"
 
-    lines.append(agg_row("**network, mean +- std**", aggregate(results)))
+    network = aggregate(results)
+    lines.append(agg_row("**network, mean +- std**", network))
     for method, agg in (baselines or {}).items():
         lines.append(agg_row(f"{method}, mean +- std", agg))
     groups = sorted({k.removeprefix("dice_mean_after_") for r in results for k in r
@@ -254,7 +255,7 @@ def cv_table(results: list[dict], test_patients: list | None = None, baselines: 
         for i, r in enumerate(results):
             lines.append(f"| {r.get('fold', i)} | " + " | ".join(
                 f"{pct(r.get('dice_mean_after_' + g))} ({pct(r.get('dice_mean_before_' + g))})" for g in groups) + " |")
-        for name, agg in [("**network, mean +- std**", aggregate(results))] + [
+        for name, agg in [("**network, mean +- std**", network)] + [
                 (f"{m}, mean +- std", a) for m, a in (baselines or {}).items()]:
             lines.append(f"| {name} | " + " | ".join(
                 f"{100 * agg[k]['mean']:.1f} +- {100 * agg[k]['std']:.1f}" if (k := "dice_mean_after_" + g) in agg
