@@ -7,6 +7,8 @@ Re-running the same command resumes from the latest checkpoint in --workdir.
 
 import logging
 
+import jax
+
 from experiments import entry, flags_common
 from jaxreg import experiment
 
@@ -18,7 +20,9 @@ def main(argv):
     logging.getLogger("absl").setLevel(logging.WARNING)
     exp = flags_common.experiment_from_flags()
     workdir = FLAGS.workdir or flags_common.default_workdir(exp)
-    print(f"data: {exp.data_dir or 'synthetic phantom'}; fold {exp.fold}/{exp.num_folds}; workdir {workdir}")
+    devices = jax.devices()  # --cpu_devices or XLA_FLAGS=--xla_force_host_platform_device_count=N split the CPU
+    print(f"data: {exp.data_dir or 'synthetic phantom'}; fold {exp.fold}/{exp.num_folds}; workdir {workdir}; "
+          f"devices: {len(devices)} x {devices[0].platform}")
     res = experiment.run_fold(exp, workdir, progress=FLAGS.progress)  # bad input: a one-line error (entry.run)
     print(experiment.format_results(res))
 

@@ -195,8 +195,9 @@ def test_summarize_matches_naive_dice_per_structure_and_direction(tmp_path):
 
 
 def test_two_devices_equal_one(tmp_path):
-    _run_tiny(tmp_path / "one", epochs=1)
-    _run_tiny(tmp_path / "two", epochs=1, args=["--cpu_devices=2"])
+    assert "devices: 1 x cpu" in _run_tiny(tmp_path / "one", epochs=1)
+    two = _run_tiny(tmp_path / "two", epochs=1, extra_env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    assert "devices: 2 x cpu" in two
     for a, b in zip(_params(tmp_path / "one"), _params(tmp_path / "two")):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     # the evaluation after training ran data parallel too (each device its shard, in chunks): same Dice per pair
@@ -204,6 +205,10 @@ def test_two_devices_equal_one(tmp_path):
     assert len(one) == len(two) > 2
     np.testing.assert_allclose([[float(v) for v in r.split(",")[4:]] for r in one[1:]],
                                [[float(v) for v in r.split(",")[4:]] for r in two[1:]], atol=2e-3)
+    # --cpu_devices=2 (jax_num_cpu_devices, as in the inference test below) gives the same two devices
+    flag = subprocess.run([sys.executable, "-m", "experiments.train", "--cpu_devices=2", "--data_dir",
+                           str(tmp_path / "no_such_dir")], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert flag.returncode == 2 and "devices: 2 x cpu" in flag.stdout and "no_such_dir" in flag.stderr
     bad = subprocess.run([sys.executable, "-m", "experiments.train", "--config", "tiny", "--cpu_devices=0"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "--cpu_devices must be >= 1" in bad.stderr
