@@ -281,6 +281,7 @@ def _train_locked(cfg, train_pairs, workdir, progress, on_epoch):
         start = latest + 1
         log.info("resumed from %s after epoch %d of %d", workdir, latest + 1, cfg.epochs)
     metrics_path = workdir / "metrics.jsonl"
+    _keep_metrics(metrics_path, start)
     root_key = jax.random.key(cfg.seed)
     for epoch in range(start, cfg.epochs):
         batches = epoch_batches(n, cfg, epoch, trainer.num_devices)
@@ -301,14 +302,31 @@ def _train_locked(cfg, train_pairs, workdir, progress, on_epoch):
                 bar.set_postfix({k: f"{v:.3g}" for k, v in m.items()})
         rec = {"epoch": epoch + 1, "steps": int(state["step"]), "seconds": round(time.time() - t0, 2),
                **{k: v / len(batches) for k, v in sums.items()}}
-        ckpt.save(epoch, state)
-        with metrics_path.open("a") as fh:
+        with metrics_path.open("a") as fh:  # before the checkpoint: a kill in between reruns the epoch (trimmed above)
             fh.write(json.dumps(rec) + "\n")
+        ckpt.save(epoch, state)
         log.info("epoch %d: %s", epoch + 1, rec)
         if on_epoch is not None:
             on_epoch(epoch, rec)
     ckpt.close()
     return trainer, state
+
+
+def _keep_metrics(path: pathlib.Path, epochs_done: int):
+    """Keeps metrics.jsonl's records of the first `epochs_done` epochs (those with a checkpoint): a run killed after
+    writing an epoch's record but before its checkpoint reruns that epoch, which then appears once."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    keep = []
+    for line in lines:
+        try:
+            if json.loads(line)["epoch"] <= epochs_done:
+                keep.append(line)
+        except (ValueError, KeyError, TypeError):  # a record cut short by the kill
+            pass
+    if keep != lines:
+        path.write_text("".join(line + "\n" for line in keep))
 
 
 def predict(trainer: Trainer, params, fixed: np.ndarray, moving: np.ndarray, batch_size: int = 64) -> np.ndarray:

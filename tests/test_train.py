@@ -113,8 +113,12 @@ def test_cosine_schedule_decays_over_all_steps_and_resumes(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(saved))
     with pytest.raises(ValueError, match="different config"):
         train.train(dataclasses.replace(cfg, lr_schedule="cosine"), pairs, tmp_path, progress=False)
+    # killed after writing epoch 2's metrics (and half a line) but before its checkpoint: the rerun drops them
+    with (tmp_path / "metrics.jsonl").open("a") as fh:
+        fh.write(json.dumps({"epoch": 2, "loss": 1.0}) + '\n{"epoch": 3, "lo')
     _, state = train.train(cfg, pairs, tmp_path, progress=False)  # same config: resumes, nothing left to train
     assert int(state["step"]) == int(first["step"]) > 0
+    assert [json.loads(r)["epoch"] for r in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1]
 
 
 def _run_tiny(workdir, extra_env=None, epochs=3, popen=False, args=()):
@@ -155,7 +159,7 @@ def test_run_files_and_resume_after_sigkill_equal_uninterrupted(tmp_path):
     assert not (killed / "results.json").exists()
     _run_tiny(killed)
     lines = (killed / "metrics.jsonl").read_text().splitlines()
-    assert json.loads(lines[-1])["epoch"] == 3
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]  # each epoch once
     for a, b in zip(_params(ref), _params(killed)):
         np.testing.assert_array_equal(a, b)
 
