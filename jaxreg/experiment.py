@@ -119,10 +119,9 @@ def fold_status(workdir, num_folds: int) -> str:
     if not cfg_path.is_file():
         return "not started"
     epochs = json.loads(cfg_path.read_text()).get("epochs", "?")
-    lines = log_path.read_text().splitlines() if log_path.is_file() else []
-    if not lines:
+    recs = train_lib.read_metrics(log_path)
+    if not recs:
         return f"started, no epoch finished (of {epochs})"
-    recs = [json.loads(line) for line in lines]
     rec = recs[-1]
     out = f"training: epoch {rec['epoch']} of {epochs} done, label term {rec.get('label', float('nan')):.4f}"
     seconds = [r["seconds"] for r in recs[-5:] if "seconds" in r]  # the recent pace (a resumed run restarts it)

@@ -312,21 +312,28 @@ def _train_locked(cfg, train_pairs, workdir, progress, on_epoch):
     return trainer, state
 
 
+def read_metrics(path) -> list[dict]:
+    """The per-epoch records of a `metrics.jsonl`, skipping a line cut short by a kill; [] if there is no file."""
+    path = pathlib.Path(path)
+    recs = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("epoch"), int):
+            recs.append(rec)
+    return recs
+
+
 def _keep_metrics(path: pathlib.Path, epochs_done: int):
     """Keeps metrics.jsonl's records of the first `epochs_done` epochs (those with a checkpoint): a run killed after
     writing an epoch's record but before its checkpoint reruns that epoch, which then appears once."""
     if not path.is_file():
         return
-    lines = path.read_text().splitlines()
-    keep = []
-    for line in lines:
-        try:
-            if json.loads(line)["epoch"] <= epochs_done:
-                keep.append(line)
-        except (ValueError, KeyError, TypeError):  # a record cut short by the kill
-            pass
-    if keep != lines:
-        path.write_text("".join(line + "\n" for line in keep))
+    keep = "".join(json.dumps(r) + "\n" for r in read_metrics(path) if r["epoch"] <= epochs_done)
+    if keep != path.read_text():
+        path.write_text(keep)
 
 
 def predict(trainer: Trainer, params, fixed: np.ndarray, moving: np.ndarray, batch_size: int = 64) -> np.ndarray:

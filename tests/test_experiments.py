@@ -185,7 +185,8 @@ def test_fold_status_reads_the_workdir(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"epoch": 1, "label": 0.5}\n{"epoch": 2, "label": 0.25}\n')
     assert experiment.fold_status(tmp_path, 10) == "training: epoch 2 of 40 done, label term 0.2500"
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "label": 0.25, "seconds": s}) + "\n"
-                                                    for e, s in ((1, 900.0), (2, 100.0), (3, 120.0), (4, 110.0))))
+                                                    for e, s in ((1, 900.0), (2, 100.0), (3, 120.0), (4, 110.0)))
+                                            + '{"epoch": 5, "lab')  # a record cut short by a kill: skipped
     assert experiment.fold_status(tmp_path, 10) == ("training: epoch 4 of 40 done, label term 0.2500; ~1.1 h left at "
                                                     "115 s/epoch")  # 36 epochs x the median of 900, 100, 120, 110
     res = {"num_folds": 10, "dice_mean_after": 0.8, "dice_mean_before": 0.6, "folding_percent": 0.01}
