@@ -1,6 +1,6 @@
 """`run`: every entry point's `absl.app.run`, turning bad input into a one-line error instead of a traceback.
 
-Also the flag every entry point shares: `--cpu_devices`, applied before any JAX work.
+Also the flags every entry point shares, applied before any JAX work: `--cpu_devices`, `--compile_cache`.
 """
 
 import sys
@@ -8,12 +8,16 @@ import sys
 import jax
 from absl import app, flags
 
+from jaxreg import compile_cache
 from jaxreg.data import DataError
 from jaxreg.train import WorkdirBusy
 
 flags.DEFINE_integer("cpu_devices", 1, "Split the host CPU into this many JAX devices (jax_num_cpu_devices): "
                      "training and inference then run data parallel over them, one shard each. 2 on a 2-core "
                      "machine: inference 1.3-1.5x faster (BUILD_NOTES). Must divide the batch size. No effect on GPU.")
+flags.DEFINE_string("compile_cache", compile_cache.DEFAULT, "Folder of JAX's persistent compilation cache: a rerun "
+                    "(or a resumed run) loads the compiled step instead of compiling it. Empty: no cache. "
+                    "JAX_COMPILATION_CACHE_DIR, when set, takes precedence.")
 
 # what bad input raises (missing or broken files, wrong shapes, unknown names, a busy workdir): one line, exit 2
 USER_ERRORS = (DataError, FileNotFoundError, NotADirectoryError, ValueError, WorkdirBusy)
@@ -28,6 +32,7 @@ def run(main):
                 raise ValueError(f"--cpu_devices must be >= 1; got {flags.FLAGS.cpu_devices}")
             if flags.FLAGS.cpu_devices > 1:  # must precede the first JAX operation (backend start)
                 jax.config.update("jax_num_cpu_devices", flags.FLAGS.cpu_devices)
+            compile_cache.enable(flags.FLAGS.compile_cache)
             return main(argv)
         except USER_ERRORS as e:
             print(f"error: {e}", file=sys.stderr)

@@ -236,6 +236,8 @@ def _register_folder(tmp, args, model):
 
 
 def build_parser():
+    from jaxreg.compile_cache import DEFAULT as CACHE
+
     p = argparse.ArgumentParser(prog="jaxreg", description="Deformable cardiac registration in JAX.")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("register", help="register NIfTI images (2D slices or 3D short-axis stacks) or an ACDC folder")
@@ -248,11 +250,17 @@ def build_parser():
     r.add_argument("--model", help="training workdir or model folder (default: the shipped model)")
     r.add_argument("--out", required=True, help="output folder (refused if it exists, unless --overwrite)")
     r.add_argument("--overwrite", action="store_true")
+    r.add_argument("--compile-cache", dest="compile_cache", default=CACHE,
+                   help="JAX's persistent compilation cache: a second call skips compiling the network or solver "
+                        "(empty: off; JAX_COMPILATION_CACHE_DIR takes precedence)")
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from jaxreg import compile_cache
+
+    compile_cache.enable(args.compile_cache)  # before the first compilation
     try:
         return cmd_register(args)
     except UsageError as e:

@@ -1,6 +1,7 @@
 """`jaxreg register`: outputs on the fixed grid, and one-line errors with exit status 2 for bad input."""
 
 import json
+import pathlib
 
 import jax
 import nibabel as nib
@@ -97,3 +98,33 @@ def test_shipped_model_and_learned_method(patient, tmp_path):
                      "--out", str(out)]) == 0
     rep = json.loads((out / "report.json").read_text())
     assert rep["method"] == "learned" and rep["model"] == "shipped"
+
+
+_CACHE_SCRIPT = """
+import json, sys, jax, jax.numpy as jnp
+from jaxreg import compile_cache
+used = [compile_cache.enable(sys.argv[1] or None, min_compile_seconds=0)]
+jax.jit(lambda x: jnp.sin(x) * 2)(jnp.ones(3)).block_until_ready()
+used.append(compile_cache.enable(sys.argv[2]))  # kept if one was set
+print(json.dumps(used))
+"""
+
+
+def test_compile_cache_is_enabled_once_and_stores_compiled_programs(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")} | {"HOME": str(tmp_path)}
+
+    def run(arg, **extra):
+        out = subprocess.run([sys.executable, "-c", _CACHE_SCRIPT, arg, str(later)], env=env | extra, capture_output=True,
+                             text=True, timeout=300, cwd=pathlib.Path(__file__).resolve().parents[1])
+        assert out.returncode == 0, out.stderr[-2000:]
+        return json.loads(out.stdout.splitlines()[-1])
+
+    default, later = tmp_path / ".cache" / "jaxreg" / "xla", tmp_path / "later"
+    assert run("~/.cache/jaxreg/xla") == [str(default)] * 2 and any(default.iterdir())  # `~` expanded, entry written
+    assert run("") == [None, str(later)]  # off: nothing set, so a later call may still choose a folder
+    own = tmp_path / "own"
+    assert run("~/.cache/jaxreg/xla", JAX_COMPILATION_CACHE_DIR=str(own)) == [str(own)] * 2  # the user's folder wins
