@@ -78,12 +78,13 @@ def register_volumes(fixed, moving, moving_labels=None, method="learned", model=
 
     fixed_n, moving_n = normalize_intensity(fixed), normalize_intensity(moving)
     nz = fixed.shape[2]
-    moving_part = motion_center(fixed_n, moving_n)  # slices without moving labels: where the frames differ
+    moving_part = None  # slices without moving labels: where the frames differ (computed once, if needed)
     origins, f_crops, m_crops = [], [], []
     for z in range(nz):
         if moving_labels is not None and (moving_labels[:, :, z] > 0).any():
             center = crop_center(moving_labels[:, :, z])
         else:
+            moving_part = motion_center(fixed_n, moving_n) if moving_part is None else moving_part
             center = moving_part
         o = crop_origin_for(center, SIZE)
         origins.append(o)

@@ -1,7 +1,10 @@
 """`jaxreg register`: outputs on the fixed grid, and one-line errors with exit status 2 for bad input."""
 
 import json
+import os
 import pathlib
+import subprocess
+import sys
 
 import jax
 import nibabel as nib
@@ -110,16 +113,15 @@ print(json.dumps(used))
 """
 
 
-def test_compile_cache_is_enabled_once_and_stores_compiled_programs(tmp_path):
-    import os
-    import subprocess
-    import sys
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
+
+def test_compile_cache_is_enabled_once_and_stores_compiled_programs(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")} | {"HOME": str(tmp_path)}
 
     def run(arg, **extra):
-        out = subprocess.run([sys.executable, "-c", _CACHE_SCRIPT, arg, str(later)], env=env | extra, capture_output=True,
-                             text=True, timeout=300, cwd=pathlib.Path(__file__).resolve().parents[1])
+        out = subprocess.run([sys.executable, "-c", _CACHE_SCRIPT, arg, str(later)], env=env | extra, cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-2000:]
         return json.loads(out.stdout.splitlines()[-1])
 
