@@ -12,18 +12,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from timing import median_time, wall_times  # benchmarks/ is on sys.path when run as a script
-from jaxreg import bspline, train
+from jaxreg import bspline, train, xla_cpu
 from jaxreg.data import phantom_pairs
 from jaxreg.models import level_shapes
 
 
-def torch_twin(cfg: train.TrainConfig, image_shape, threads):
+def torch_twin(cfg: train.TrainConfig, image_shape, threads, channels_last=False):
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
@@ -84,6 +85,8 @@ def torch_twin(cfg: train.TrainConfig, image_shape, threads):
             return outs
 
     net = Net()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    net = net.to(memory_format=fmt)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
     mats = {}
 
@@ -123,9 +126,9 @@ def torch_twin(cfg: train.TrainConfig, image_shape, threads):
         return sample(img, u), sample(onehot, u)
 
     def step(fixed, moving, fl, ml, deform=True):
-        f, m = fixed[:, None], moving[:, None]
-        fo = F.one_hot(fl.long(), 4).permute(0, 3, 1, 2).float()
-        mo = F.one_hot(ml.long(), 4).permute(0, 3, 1, 2).float()
+        f, m = fixed[:, None].contiguous(memory_format=fmt), moving[:, None].contiguous(memory_format=fmt)
+        fo = F.one_hot(fl.long(), 4).permute(0, 3, 1, 2).float().contiguous(memory_format=fmt)
+        mo = F.one_hot(ml.long(), 4).permute(0, 3, 1, 2).float().contiguous(memory_format=fmt)
         if deform:
             f, fo = augment(f, fo)
             m, mo = augment(m, mo)
@@ -158,7 +161,13 @@ def main():
                     help="Trainer.infer_chunk values to time inference with (a value >= 80: one batch per call)")
     ap.add_argument("--cpu_devices", type=int, default=1,
                     help="JAX CPU devices (jax_num_cpu_devices): step and inference data parallel over them")
+    ap.add_argument("--torch_channels_last", action="store_true",
+                    help="run the PyTorch twin in channels_last memory format (oneDNN's faster convolution layout)")
+    ap.add_argument("--jaxlib_convolutions", action="store_true",
+                    help="leave convolutions to jaxlib's default (YNNPACK for large ones on jaxlib 0.10.2) instead of "
+                         "jaxreg.xla_cpu.prefer_eigen_convolutions, which the entry points apply")
     args = ap.parse_args()
+    eigen = False if args.jaxlib_convolutions else xla_cpu.prefer_eigen_convolutions()  # before JAX starts
     if args.cpu_devices > 1:
         jax.config.update("jax_num_cpu_devices", args.cpu_devices)
     import torch
@@ -174,7 +183,7 @@ def main():
     init_jax = float(train.loss_fn(state["params"], trainer.model, (
         jnp.asarray(ps.fixed), jnp.asarray(ps.moving), jax.nn.one_hot(ps.fixed_labels, 4),
         jax.nn.one_hot(ps.moving_labels, 4)), cfg)[0])
-    net, tstep = torch_twin(cfg, shape, args.threads)
+    net, tstep = torch_twin(cfg, shape, args.threads, args.torch_channels_last)
     n_torch = sum(p.numel() for p in net.parameters())
     tf, tm = torch.from_numpy(ps.fixed), torch.from_numpy(ps.moving)
     tfl, tml = torch.from_numpy(ps.fixed_labels.astype(np.int64)), torch.from_numpy(ps.moving_labels.astype(np.int64))
@@ -194,11 +203,14 @@ def main():
         tr = dataclasses.replace(trainer, infer_chunk=chunk)
         best = min(wall_times(lambda: train.predict(tr, params, *big, batch_size=80), warmup=1, repeats=3))
         pps[chunk] = len(big[0]) / best
+    print(f"XLA_FLAGS {os.environ.get('XLA_FLAGS', '')!r}; Eigen convolutions (jaxreg.xla_cpu): {eigen}")
     print(f"parameters: jax {n_jax}, torch {n_torch}; initial loss (no augmentation): jax {init_jax:.3f}, "
           f"torch {init_torch:.3f}")
     print(f"| step (batch {args.batch} x 112 x 112, augmentation, 3 levels, Adam) | JAX s | PyTorch s | JAX/PyTorch |")
     print("|---|---|---|---|")
-    print(f"| median of {args.repeats}, JAX on {trainer.num_devices} CPU device(s) | {t_jax:.3f} | {t_torch:.3f} | "
+    layout = "channels_last" if args.torch_channels_last else "NCHW"
+    print(f"| median of {args.repeats}, JAX on {trainer.num_devices} CPU device(s), PyTorch {layout} | {t_jax:.3f} | "
+          f"{t_torch:.3f} | "
           f"{t_jax / t_torch:.2f} |")
     for chunk, v in pps.items():
         print(f"inference (batched 80, chunks of {chunk} per device, {trainer.num_devices} device(s), after compile, "

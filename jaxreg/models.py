@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxreg import bspline
+from jaxreg import bspline, conv
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +43,9 @@ class ConvBlock(nn.Module):
     @nn.compact
     def __call__(self, x):
         nd = x.ndim - 2
-        x = nn.Conv(self.features, (3,) * nd, strides=(self.strides,) * nd, padding="SAME")(x)
+        # stride 2: conv.conv_general_dilated gives the same numbers with a faster input gradient on CPU
+        x = nn.Conv(self.features, (3,) * nd, strides=(self.strides,) * nd, padding="SAME",
+                    conv_general_dilated=conv.conv_general_dilated if self.strides == 2 else None)(x)
         return nn.leaky_relu(x, self.negative_slope)
 
 
