@@ -5,6 +5,9 @@ label loss at every level, Adam update; batch 30 x 112 x 112. The twin has the s
 initial loss (checked and printed). Median of --repeats steps after --warmup. Also: batched inference pairs/s.
 
     /tmp/benchenv/bin/python benchmarks/bench_train.py [--repeats 20] [--threads 2] [--cpu_devices 2]
+        [--torch_channels_last] [--jaxlib_convolutions]
+
+JAX runs with jaxreg.xla_cpu.prefer_eigen_convolutions, as the entry points do, unless --jaxlib_convolutions.
 """
 
 from __future__ import annotations

@@ -14,8 +14,9 @@ from jaxreg.data import DataError
 from jaxreg.train import WorkdirBusy
 
 flags.DEFINE_integer("cpu_devices", 1, "Split the host CPU into this many JAX devices (jax_num_cpu_devices): "
-                     "training and inference then run data parallel over them, one shard each. 2 on a 2-core "
-                     "machine: inference 1.3-1.5x faster (BUILD_NOTES). Must divide the batch size. No effect on GPU.")
+                     "training and inference then run data parallel over them, one shard each. On a 2-core "
+                     "machine with --eigen_convolutions, 2 is no faster than 1 (BUILD_NOTES). Must divide the "
+                     "batch size. No effect on GPU.")
 flags.DEFINE_string("compile_cache", compile_cache.DEFAULT, "Folder of JAX's persistent compilation cache: a rerun "
                     "(or a resumed run) loads the compiled step instead of compiling it. Empty: no cache. "
                     "JAX_COMPILATION_CACHE_DIR, when set, takes precedence.")

@@ -19,7 +19,7 @@ def load_model(path=None, image_shape=(112, 112)):
     infinite intensities in concrete (non-traced) inputs, raise ValueError; it can also be called inside the
     caller's own jit. Attributes `.config` and `.params`. With several devices (e.g. a multi-core CPU split by
     `jax.config.update("jax_num_cpu_devices", n)` right after `import jax`), batches whose size the device count
-    divides run data parallel, each device its shard (1.3-1.5x the pairs/s of one device on 2 cores).
+    divides run data parallel, each device its shard.
     `jaxreg.compile_cache.enable()` before the first call keeps the compiled network for the next process, and
     `jaxreg.xla_cpu.prefer_eigen_convolutions()` right after `import jax` makes CPU inference ~1.4x faster.
     """
