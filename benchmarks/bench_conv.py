@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from timing import median_time  # benchmarks/ is on sys.path when run as a script
-from jaxreg import conv, xla_cpu
+from timing import add_convolution_flag, apply_convolution_flag, median_time  # benchmarks/ is on sys.path
+from jaxreg import conv
 
 # (side, c_in, c_out, stride) of the encoder's 3x3 layers for RegNetConfig's default (16, 32, 32, 64, 64)
 ENCODER_LAYERS = [(112, 1, 16, 1), (112, 16, 16, 1), (112, 16, 32, 2), (56, 32, 32, 1), (56, 32, 32, 2),
@@ -80,11 +80,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2, help="PyTorch threads (XLA uses all the process's CPUs)")
     ap.add_argument("--sweep", type=int, nargs="*", default=[],
                     help="also time 112^2 C->C stride-1 layers at these channel counts")
-    ap.add_argument("--jaxlib_convolutions", action="store_true",
-                    help="leave convolutions to jaxlib's default (YNNPACK for large ones on jaxlib 0.10.2) instead of "
-                         "jaxreg.xla_cpu.prefer_eigen_convolutions, which the entry points apply")
+    add_convolution_flag(ap)
     args = ap.parse_args()
-    eigen = False if args.jaxlib_convolutions else xla_cpu.prefer_eigen_convolutions()  # before JAX starts
+    eigen = apply_convolution_flag(args)
     layers = ENCODER_LAYERS + [(112, c, c, 1) for c in args.sweep]
     cols = ["jaxreg", "jax NHWC", "jax NCHW", "torch NCHW", "torch CL"]
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, Eigen convolutions (jaxreg.xla_cpu): {eigen}, "

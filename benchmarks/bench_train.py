@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from timing import median_time, wall_times  # benchmarks/ is on sys.path when run as a script
-from jaxreg import bspline, train, xla_cpu
+from timing import add_convolution_flag, apply_convolution_flag, median_time, wall_times  # benchmarks/ on sys.path
+from jaxreg import bspline, train
 from jaxreg.data import phantom_pairs
 from jaxreg.models import level_shapes
 
@@ -166,11 +166,9 @@ def main():
                     help="JAX CPU devices (jax_num_cpu_devices): step and inference data parallel over them")
     ap.add_argument("--torch_channels_last", action="store_true",
                     help="run the PyTorch twin in channels_last memory format (oneDNN's faster convolution layout)")
-    ap.add_argument("--jaxlib_convolutions", action="store_true",
-                    help="leave convolutions to jaxlib's default (YNNPACK for large ones on jaxlib 0.10.2) instead of "
-                         "jaxreg.xla_cpu.prefer_eigen_convolutions, which the entry points apply")
+    add_convolution_flag(ap)
     args = ap.parse_args()
-    eigen = False if args.jaxlib_convolutions else xla_cpu.prefer_eigen_convolutions()  # before JAX starts
+    eigen = apply_convolution_flag(args)
     if args.cpu_devices > 1:
         jax.config.update("jax_num_cpu_devices", args.cpu_devices)
     import torch

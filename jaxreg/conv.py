@@ -28,23 +28,25 @@ def _channel_last(nd: int):
     return lax.conv_dimension_numbers((1,) * (nd + 2), (1,) * (nd + 2), ("N" + sp + "C", sp + "IO", "N" + sp + "C"))
 
 
-def _plain(x, w, nd):
-    return lax.conv_general_dilated(x, w, (2,) * nd, "SAME", dimension_numbers=_channel_last(nd))
+def _xla(x, w, stride):
+    """XLA's SAME convolution, channel-last, the same stride on every axis."""
+    nd = x.ndim - 2
+    return lax.conv_general_dilated(x, w, (stride,) * nd, "SAME", dimension_numbers=_channel_last(nd))
 
 
 @jax.custom_vjp
 def _stride2_same3(x, w):
-    return _plain(x, w, x.ndim - 2)
+    return _xla(x, w, 2)
 
 
 def _fwd(x, w):
-    return _plain(x, w, x.ndim - 2), (x, w)
+    return _xla(x, w, 2), (x, w)
 
 
 def _bwd(res, g):
     x, w = res
     nd = x.ndim - 2
-    gw = jax.vjp(lambda w: _plain(x, w, nd), w)[1](g)[0]  # XLA's kernel gradient
+    gw = jax.vjp(lambda w: _xla(x, w, 2), w)[1](g)[0]  # XLA's kernel gradient
     cin, cout = w.shape[-2:]
     # SAME, stride 2, 3 taps, even size: y[i] = sum_k w[k] x[2i + k] (pad 0 before, 1 after), so along an axis
     # x[2m] gets w[0] g[m] + w[2] g[m-1] and x[2m+1] gets w[1] g[m]: taps [w2, w0] / [0, w1] at offsets -1, 0
@@ -66,10 +68,6 @@ def _bwd(res, g):
 _stride2_same3.defvjp(_fwd, _bwd)
 
 
-def _same3(x, w, nd):
-    return lax.conv_general_dilated(x, w, (1,) * nd, "SAME", dimension_numbers=_channel_last(nd))
-
-
 @jax.custom_vjp
 def _single_channel_same3(x, w):
     nd = x.ndim - 2
@@ -87,7 +85,7 @@ def _single_fwd(x, w):
 
 def _single_bwd(res, g):
     x, w = res
-    return jax.vjp(lambda x, w: _same3(x, w, x.ndim - 2), x, w)[1](g)  # XLA's gradients (unused ones are pruned)
+    return jax.vjp(lambda x, w: _xla(x, w, 1), x, w)[1](g)  # XLA's gradients (unused ones are pruned)
 
 
 _single_channel_same3.defvjp(_single_fwd, _single_bwd)
