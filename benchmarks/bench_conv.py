@@ -3,7 +3,7 @@
 For each 3x3 layer of the encoder (one stream, batch 30 x 112 x 112 input) it times the forward alone and the
 forward with both gradients (input and kernel, what a training step runs), as medians of --repeats calls after
 --warmup, in milliseconds:
-  jaxreg: jaxreg.conv.conv_general_dilated, NHWC, what the network runs (stride 2: phase-split input gradient);
+  jaxreg: jaxreg.runtime.conv.conv_general_dilated, NHWC, what the network runs (stride 2: phase-split input gradient);
   jax NHWC: lax.conv_general_dilated with ("NHWC", "HWIO", "NHWC"), flax.linen.Conv's default;
   jax NCHW: the same convolution with ("NCHW", "OIHW", "NCHW");
   torch NCHW and torch channels_last (torch.nn.functional.conv2d, oneDNN), when torch is installed.
@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from timing import add_convolution_flag, apply_convolution_flag, median_time  # benchmarks/ is on sys.path
-from jaxreg import conv
+from jaxreg.runtime import conv
 
 # (side, c_in, c_out, stride) of the encoder's 3x3 layers for RegNetConfig's default (16, 32, 32, 64, 64)
 ENCODER_LAYERS = [(112, 1, 16, 1), (112, 16, 16, 1), (112, 16, 32, 2), (56, 32, 32, 1), (56, 32, 32, 2),
@@ -85,7 +85,7 @@ def main():
     eigen = apply_convolution_flag(args)
     layers = ENCODER_LAYERS + [(112, c, c, 1) for c in args.sweep]
     cols = ["jaxreg", "jax NHWC", "jax NCHW", "torch NCHW", "torch CL"]
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, Eigen convolutions (jaxreg.xla_cpu): {eigen}, "
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, Eigen convolutions (jaxreg.runtime.xla_cpu): {eigen}, "
           f"batch {args.batch}, "
           f"median of {args.repeats} after {args.warmup}; ms; fwd = forward, f+b = forward + input and kernel "
           "gradients; GFLOP/s of the forward's multiply-adds in brackets")

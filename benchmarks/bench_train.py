@@ -7,7 +7,7 @@ initial loss (checked and printed). Median of --repeats steps after --warmup. Al
     /tmp/benchenv/bin/python benchmarks/bench_train.py [--repeats 20] [--threads 2] [--cpu_devices 2]
         [--torch_channels_last] [--jaxlib_convolutions]
 
-JAX runs with jaxreg.xla_cpu.prefer_eigen_convolutions, as the entry points do, unless --jaxlib_convolutions.
+JAX runs with jaxreg.runtime.xla_cpu.prefer_eigen_convolutions, as the entry points do, unless --jaxlib_convolutions.
 """
 
 from __future__ import annotations
@@ -204,7 +204,7 @@ def main():
         tr = dataclasses.replace(trainer, infer_chunk=chunk)
         best = min(wall_times(lambda: train.predict(tr, params, *big, batch_size=80), warmup=1, repeats=3))
         pps[chunk] = len(big[0]) / best
-    print(f"XLA_FLAGS {os.environ.get('XLA_FLAGS', '')!r}; Eigen convolutions (jaxreg.xla_cpu): {eigen}")
+    print(f"XLA_FLAGS {os.environ.get('XLA_FLAGS', '')!r}; Eigen convolutions (jaxreg.runtime.xla_cpu): {eigen}")
     print(f"parameters: jax {n_jax}, torch {n_torch}; initial loss (no augmentation): jax {init_jax:.3f}, "
           f"torch {init_torch:.3f}")
     print(f"| step (batch {args.batch} x 112 x 112, augmentation, 3 levels, Adam) | JAX s | PyTorch s | JAX/PyTorch |")

@@ -25,11 +25,11 @@ def add_convolution_flag(ap) -> None:
     """Adds --jaxlib_convolutions to an argparse parser (off: jaxreg.xla_cpu's Eigen convolutions, as entry points)."""
     ap.add_argument("--jaxlib_convolutions", action="store_true",
                     help="leave convolutions to jaxlib's default (YNNPACK for large ones on jaxlib 0.10.2) instead of "
-                         "jaxreg.xla_cpu.prefer_eigen_convolutions, which the entry points apply")
+                         "jaxreg.runtime.xla_cpu.prefer_eigen_convolutions, which the entry points apply")
 
 
 def apply_convolution_flag(args) -> bool:
-    """Applies jaxreg.xla_cpu.prefer_eigen_convolutions unless --jaxlib_convolutions; call before JAX starts."""
-    from jaxreg import xla_cpu
+    """Applies jaxreg.runtime.xla_cpu.prefer_eigen_convolutions unless --jaxlib_convolutions; call before JAX starts."""
+    from jaxreg.runtime import xla_cpu
 
     return False if args.jaxlib_convolutions else xla_cpu.prefer_eigen_convolutions()

@@ -1,9 +1,12 @@
 """Table 1 of the paper: vary delta, alpha, beta one at a time (x100, x10, x0.1, x0.01, x0) around the optimum.
 
     python -m experiments.ablation --data_dir ../shared/data/acdc/training --workdir runs/ablation \
-        --schedule short --folds 0
-Each of the 16 runs (the optimum + 5 factors x 3 weights; Table 1's 18 cells share the optimum row) trains in WORKDIR/<name>/foldK, resumable: finished runs are skipped, a killed
-run resumes from its last epoch. Writes WORKDIR/ablation.md (Dice after, folding %) and ablation.json.
+        --method population --schedule paper --folds 0,1 --seeds 2
+`--method single`: each of the 16 settings (x folds x seeds) trains on its own in WORKDIR/<name>/fold<K>[_seed<S>].
+`--method population`: per fold and seed, the settings train at once as one population (`--population_size` at a
+time) in WORKDIR/population/fold<K>_seed<S>[_part<J>], every member seeing the same batches and augmentations.
+Resumable: finished runs are skipped, a killed run resumes from its last epoch. Writes WORKDIR/ablation.json,
+ablation.md (mean +- std over folds and seeds per cell, the paper's Table 1 beside) and ablation.png.
 Schedules: paper (40 epochs, x8), short (10 epochs, x2), tiny (1 epoch, x1: smoke test).
 """
 
@@ -11,70 +14,96 @@ import dataclasses
 import json
 import pathlib
 
-from absl import app, flags
+from absl import flags
 
 from experiments import entry, flags_common
-from jaxreg import experiment
+from jaxreg import ablation, cv, figures
+from jaxreg.errors import ConfigError
+from jaxreg.training import workdir as wd
 
-flags.DEFINE_enum("schedule", "short", ["paper", "short", "tiny"], "Training schedule for every run.")
+flags.DEFINE_enum("schedule", "paper", list(ablation.SCHEDULES), "Training schedule for every run.")
+flags.DEFINE_enum("method", "population", ["population", "single"], "population: the settings of a fold and seed "
+                  "train at once; single: one training per setting.")
 flags.DEFINE_list("folds", ["0"], "Folds to run for each setting.")
+flags.DEFINE_integer("seeds", 1, "Seeds per setting and fold (initialisation and data order: seed s for both).")
+flags.DEFINE_integer("population_size", 16, "--method population: members trained at once (the settings are "
+                     "split into populations of at most this many).")
+flags.DEFINE_integer("member_chunk", None, "--method population: members vmapped together inside the step "
+                     "(default 1 on CPU: one after another, all on an accelerator).")
 flags.DEFINE_list("runs", None, "Only these settings (e.g. opt,alpha_x0,beta_x0), in this order; unset: all 16. "
                   "Finished runs of the others are still tabulated; missing cells print as '-'.")
 FLAGS = flags_common.FLAGS
 
-SCHEDULES = {"paper": dict(epochs=40, augment=8), "short": dict(epochs=10, augment=2), "tiny": dict(epochs=1, augment=1)}
-FACTORS = (("x100", 100.0), ("x10", 10.0), ("opt", 1.0), ("x0.1", 0.1), ("x0.01", 0.01), ("x0", 0.0))
+
+def _seeded(cfg, seed):
+    return dataclasses.replace(cfg, seed=seed, data_seed=seed)
 
 
-def settings(base):
-    out = {"opt": base}
-    for term in ("delta", "alpha", "beta"):
-        for tag, f in FACTORS:
-            if tag != "opt":
-                out[f"{term}_{tag}"] = dataclasses.replace(base, **{term: getattr(base, term) * f})
-    return out
+def _read(path):
+    return wd.read_json(path, "results") if path.is_file() else None
 
 
 def main(argv):
     del argv
     exp = flags_common.experiment_from_flags()
-    exp = dataclasses.replace(exp, train=dataclasses.replace(exp.train, **SCHEDULES[FLAGS.schedule]))
+    exp = dataclasses.replace(exp, train=dataclasses.replace(exp.train, **ablation.SCHEDULES[FLAGS.schedule]))
     root = pathlib.Path(FLAGS.workdir or "runs/ablation")
-    pairs = experiment.load_pairs(exp)
-    grid = settings(exp.train)
+    grid = ablation.settings(exp.train)
     unknown = sorted(set(FLAGS.runs or ()) - set(grid))
     if unknown:
-        raise app.UsageError(f"--runs: unknown settings {unknown}; known: {sorted(grid)}")
+        raise ConfigError(f"--runs: unknown settings {unknown}; known: {sorted(grid)}")
+    if FLAGS.seeds < 1 or FLAGS.population_size < 1:
+        raise ConfigError("--seeds and --population_size must be >= 1")
+    try:
+        folds = [int(f) for f in FLAGS.folds]
+    except ValueError:
+        raise ConfigError(f"--folds: expected comma-separated integers; got {','.join(FLAGS.folds)!r}") from None
+    for k in folds:
+        dataclasses.replace(exp, fold=k).validate()
     todo = FLAGS.runs or list(grid)
-    table = {}
-    for name in todo + [n for n in grid if n not in todo]:
-        results = []
-        for k in (int(f) for f in FLAGS.folds):
-            wd = root / name / f"fold{k}"
-            done = wd / "results.json"
-            if done.exists():
-                results.append(json.loads(done.read_text()))
-            elif name in todo:
-                results.append(experiment.run_fold(dataclasses.replace(exp, train=grid[name], fold=k), wd, pairs,
-                                                   progress=FLAGS.progress))
-        if not results:
-            continue
-        agg = experiment.aggregate(results)
-        table[name] = {"dice": agg["dice_mean_after"]["mean"], "folding": agg["folding_percent"]["mean"]}
-        print(f"{name:12s} Dice {100 * table[name]['dice']:.1f}%  folding {table[name]['folding']:.2f}%", flush=True)
-    (root / "ablation.json").write_text(json.dumps({"schedule": FLAGS.schedule, "folds": FLAGS.folds,
-                                                    "data": exp.data_dir or "phantom", "runs": table}, indent=2))
-    lines = [f"schedule {FLAGS.schedule}, folds {','.join(FLAGS.folds)}, data {exp.data_dir or 'phantom'}", "",
-             "| factor | delta Dice | delta folding | alpha Dice | alpha folding | beta Dice | beta folding |",
-             "|---|---|---|---|---|---|---|"]
-    for tag, _ in FACTORS:
-        cells = []
-        for term in ("delta", "alpha", "beta"):
-            r = table.get("opt" if tag == "opt" else f"{term}_{tag}")
-            cells += [f"{100 * r['dice']:.1f}%", f"{r['folding']:.3f}%"] if r else ["-", "-"]
-        lines.append(f"| {tag} | " + " | ".join(cells) + " |")
-    (root / "ablation.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    pairs = None
+    results = {name: [] for name in grid}
+    for k in folds:
+        for s in range(FLAGS.seeds):
+            tag = f"fold{k}" + (f"_seed{s}" if s else "")
+            fold_exp = dataclasses.replace(exp, fold=k)
+            if FLAGS.method == "single":
+                for name in list(grid):
+                    path = root / name / tag
+                    res = _read(path / "results.json")
+                    if res is None and name in todo:
+                        pairs = cv.load_pairs(exp) if pairs is None else pairs
+                        res = cv.run_fold(dataclasses.replace(fold_exp, train=_seeded(grid[name], s)), path, pairs,
+                                          progress=FLAGS.progress, chunk_steps=FLAGS.chunk_steps)
+                    if res is not None:
+                        results[name].append(res)
+                continue
+            parts = [todo[i:i + FLAGS.population_size] for i in range(0, len(todo), FLAGS.population_size)]
+            for j, names in enumerate(parts):
+                path = root / "population" / (tag + (f"_part{j}" if len(parts) > 1 else ""))
+                done = {n: _read(path / n / "results.json") for n in names}
+                if any(v is None for v in done.values()):
+                    pairs = cv.load_pairs(exp) if pairs is None else pairs
+                    done = cv.run_population_fold(fold_exp, {n: _seeded(grid[n], s) for n in names}, path, pairs,
+                                                  progress=FLAGS.progress, chunk_steps=FLAGS.chunk_steps,
+                                                  member_chunk=FLAGS.member_chunk)
+                for n, res in done.items():
+                    results[n].append(res)
+    cells = ablation.summarize_cells(results)
+    for name, c in cells.items():
+        print(f"{name:12s} Dice {100 * c['dice']:.1f} +- {100 * c['dice_std']:.1f}%  folding {c['folding']:.3f}% "
+              f"({c['runs']} runs)", flush=True)
+    meta = {"method": FLAGS.method, "schedule": FLAGS.schedule, "folds": folds, "seeds": FLAGS.seeds,
+            "data": exp.data_dir or "phantom"}
+    root.mkdir(parents=True, exist_ok=True)
+    wd.write_json(root / "ablation.json", meta | {"runs": cells, "paper": {f"{t}_{f}": v for (t, f), v in
+                                                                         ablation.PAPER_TABLE1.items()}})
+    header = (f"method {FLAGS.method}, schedule {FLAGS.schedule}, folds {','.join(map(str, folds))}, "
+              f"{FLAGS.seeds} seed(s), data {exp.data_dir or 'phantom'}; paper: Dice % / folding %")
+    text = ablation.table(cells, header)
+    (root / "ablation.md").write_text(text)
+    figures.ablation_plot(cells, root / "ablation.png", header.split(";")[0], ablation.PAPER_TABLE1)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@
 Each fold trains in WORKDIR/foldK (resumable); finished folds are not retrained.
 """
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -15,7 +16,9 @@ import sys
 from absl import flags
 
 from experiments import entry, flags_common
-from jaxreg import experiment
+from jaxreg import cv, evaluation, report
+from jaxreg.errors import ConfigError
+from jaxreg.training import workdir as wd
 
 flags.DEFINE_list("folds", None, "Folds to run (default: all).")
 flags.DEFINE_bool("status", False, "Print each fold's state (finished, epoch reached, not started) and exit: no "
@@ -33,25 +36,24 @@ FLAGS = flags_common.FLAGS
 def main(argv):
     del argv
     exp = flags_common.experiment_from_flags()
-    root = pathlib.Path(FLAGS.workdir or flags_common.default_workdir(exp)).parent if not FLAGS.workdir \
-        else pathlib.Path(FLAGS.workdir)
-    folds = [int(f) for f in FLAGS.folds] if FLAGS.folds else list(range(exp.num_folds))
+    root = pathlib.Path(FLAGS.workdir) if FLAGS.workdir else pathlib.Path(flags_common.default_workdir(exp)).parent
+    folds = _folds(exp)
     if FLAGS.status:
         for k in folds:
-            print(f"fold {k}: {experiment.fold_status(root / f'fold{k}', exp.num_folds)}")
+            print(f"fold {k}: {cv.fold_status(root / f'fold{k}', exp.num_folds)}")
         return
-    pending = [k for k in folds if experiment.finished_result(root / f"fold{k}", exp.num_folds) is None]
+    pending = [k for k in folds if cv.finished_result(root / f"fold{k}", exp.num_folds) is None]
     if FLAGS.workers > 1 and pending:
         _run_workers(root, pending)  # returns once every worker has finished its folds (or exits)
         pending = []
-    pairs = experiment.load_pairs(exp) if pending else None
+    pairs = cv.load_pairs(exp) if pending else None
     results = []
     for k in folds:
-        wd = root / f"fold{k}"
-        res = experiment.finished_result(wd, exp.num_folds)
+        fold_dir = root / f"fold{k}"
+        res = cv.finished_result(fold_dir, exp.num_folds)
         if res is None:
-            res = experiment.run_fold(experiment.ExperimentConfig(**{**exp.__dict__, "fold": k}), wd, pairs,
-                                      progress=FLAGS.progress)
+            res = cv.run_fold(dataclasses.replace(exp, fold=k), fold_dir, pairs, progress=FLAGS.progress,
+                              chunk_steps=FLAGS.chunk_steps)
         results.append(res)
         print(f"fold {k}: Dice mean {100 * res['dice_mean_after']:.1f}% (before {100 * res['dice_mean_before']:.1f}%), "
               f"folding {res['folding_percent']:.3f}%")
@@ -59,24 +61,24 @@ def main(argv):
         _score_baselines(exp, root, folds, results, pairs)
     if not FLAGS.aggregate:
         return
-    agg = experiment.aggregate(results)
+    agg = report.aggregate(results)
     subgroups = [k for k in agg if k.startswith("dice_mean_after_")]  # direction / slice region, if every fold has them
     for k in ("dice_LV_after", "dice_RV_after", "dice_MYO_after", "dice_mean_after", "dice_mean_before", *subgroups,
               "folding_percent"):
         scale = 1 if k == "folding_percent" else 100
         print(f"{k:18s} {scale * agg[k]['mean']:.2f} +- {scale * agg[k]['std']:.2f}")
-    for method in experiment.BASELINES:
-        base = [experiment.baseline_result(root / f"fold{k}", method, r) for k, r in zip(folds, results)]
+    for method in cv.BASELINES:
+        base = [cv.baseline_result(root / f"fold{k}", method, r) for k, r in zip(folds, results)]
         if all(b is not None for b in base):
-            agg[method] = experiment.aggregate(base)
+            agg[method] = report.aggregate(base)
             m = agg[method]
             print(f"{method:8s} Dice mean {100 * m['dice_mean_after']['mean']:.2f} +- "
                   f"{100 * m['dice_mean_after']['std']:.2f} (LV {100 * m['dice_LV_after']['mean']:.1f}, RV "
                   f"{100 * m['dice_RV_after']['mean']:.1f}, MYO {100 * m['dice_MYO_after']['mean']:.1f}), folding "
                   f"{m['folding_percent']['mean']:.3f}%")
-    (root / "cv_results.json").write_text(json.dumps(agg, indent=2))
+    (root / "cv_results.json").write_text(json.dumps(evaluation.json_safe(agg), indent=2))
     patients = [_test_patients(root / f"fold{k}") for k in folds]
-    table = experiment.cv_table(results, patients, {m: agg[m] for m in experiment.BASELINES if m in agg})
+    table = report.cv_table(results, patients, {m: agg[m] for m in cv.BASELINES if m in agg})
     (root / "cv_results.md").write_text(table)
     print(f"wrote {root / 'cv_results.json'} and {root / 'cv_results.md'}")
 
@@ -87,14 +89,15 @@ def _test_patients(workdir):
 
 
 def _score_baselines(exp, root, folds, results, pairs):
-    """`experiment.evaluate_baselines` on each fold that lacks its results (the network from the fold's checkpoint)."""
+    """`cv.evaluate_baselines` on each fold that lacks its results (the network from the fold's checkpoint)."""
     for k, res in zip(folds, results):
-        wd = root / f"fold{k}"
-        if all(experiment.baseline_result(wd, m, res) is not None for m in experiment.BASELINES):
+        fold_dir = root / f"fold{k}"
+        if all(cv.baseline_result(fold_dir, m, res) is not None for m in cv.BASELINES):
             continue
-        pairs = experiment.load_pairs(exp) if pairs is None else pairs
-        test, u_net = experiment.predict_test_pairs(wd, pairs)
-        base = experiment.evaluate_baselines(wd, test, u_net, {"fold": k, "num_folds": exp.num_folds})
+        pairs = cv.load_pairs(exp) if pairs is None else pairs
+        with wd.lock(fold_dir):
+            test, u_net = cv.predict_test_pairs(fold_dir, pairs, dataclasses.replace(exp, fold=k))
+            base = cv.evaluate_baselines(fold_dir, test, u_net, {"fold": k, "num_folds": exp.num_folds})
         print(f"fold {k}: " + ", ".join(f"{m} Dice mean {100 * r['dice_mean_after']:.1f}%, folding "
                                         f"{r['folding_percent']:.3f}%" for m, (r, _) in base.items()))
 
@@ -102,7 +105,7 @@ def _score_baselines(exp, root, folds, results, pairs):
 def _run_workers(root, folds):
     """This same command once per worker, with its share of the folds and CPUs; exits (one line) if a worker failed."""
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
-    plan = experiment.worker_plan(folds, FLAGS.workers, cpus)
+    plan = cv.worker_plan(folds, FLAGS.workers, cpus)
     root.mkdir(parents=True, exist_ok=True)
     cmds, logs = [], []
     for i, (fs, cs) in enumerate(plan):
@@ -110,7 +113,7 @@ def _run_workers(root, folds):
                      f"--folds={','.join(map(str, fs))}", "--workers=1", "--noaggregate"])
         logs.append(root / f"worker{i}.log")
         print(f"worker {i}: folds {','.join(map(str, fs))} on CPUs {','.join(map(str, cs))}; log {logs[-1]}")
-    codes = experiment.run_pinned(cmds, [cs for _, cs in plan], logs)
+    codes = cv.run_pinned(cmds, [cs for _, cs in plan], logs)
     failed = [f"worker {i} (exit {c}; see {logs[i]})" for i, c in enumerate(codes) if c]
     if failed:
         sys.exit("error: failed: " + "; ".join(failed))

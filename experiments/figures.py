@@ -6,15 +6,15 @@ Writes fig3_dice.png, fig4_examples.png, results_classic.json, results_refine.js
 Images derived from ACDC stay out of the repository (research-only licence).
 """
 
-import json
 import pathlib
 
-import jax
 import numpy as np
 from absl import flags
 
 from experiments import entry
-from jaxreg import experiment, figures, train
+from jaxreg.errors import ConfigError
+from jaxreg import cv, evaluation, figures
+from jaxreg.training import workdir as wd
 
 flags.DEFINE_string("workdir", None, "Training workdir of one fold.", required=True)
 flags.DEFINE_string("data_dir", None, "Override the data folder recorded in experiment.json.")
@@ -23,36 +23,35 @@ FLAGS = flags.FLAGS
 
 
 def _dice(pairs, u):
-    fl, ml = pairs.fixed_labels.astype(np.int32), pairs.moving_labels.astype(np.int32)
-    before, after, _ = (np.asarray(a) for a in jax.vmap(train._pair_metrics)(fl, ml, jax.numpy.asarray(u)))
+    before, after, _ = evaluation.pair_table(pairs, u)
     return before, after
 
 
 def main(argv):
     del argv
-    wd = pathlib.Path(FLAGS.workdir)
-    meta = json.loads((wd / "experiment.json").read_text())
-    exp = experiment.ExperimentConfig(**{k: v for k, v in meta.items() if k in experiment.ExperimentConfig.__dataclass_fields__})
-    if FLAGS.data_dir:
-        exp = experiment.ExperimentConfig(**{**exp.__dict__, "data_dir": FLAGS.data_dir})
-    pairs, u_net = experiment.predict_test_pairs(wd, experiment.load_pairs(exp))
-    base = experiment.evaluate_baselines(wd, pairs, u_net, {"fold": exp.fold, "num_folds": exp.num_folds})
+    workdir = pathlib.Path(FLAGS.workdir)
+    if not workdir.is_dir():
+        raise ConfigError(f"{workdir}: --workdir does not exist")
+    exp = cv.experiment_of(workdir, FLAGS.data_dir).validate()
+    with wd.lock(workdir):
+        pairs, u_net = cv.predict_test_pairs(workdir, cv.load_pairs(exp), exp)
+        base = cv.evaluate_baselines(workdir, pairs, u_net, {"fold": exp.fold, "num_folds": exp.num_folds})
     (res_cl, u_cl), (res_ref, u_ref) = base["classic"], base["refine"]
     before, after_net = _dice(pairs, u_net)
     _, after_cl = _dice(pairs, u_cl)
     _, after_ref = _dice(pairs, u_ref)
     figures.dice_boxplot({"before": before, "classic": after_cl, "network": after_net, "network + refine": after_ref},
-                         wd / "fig3_dice.png",
+                         workdir / "fig3_dice.png",
                          title=f"{len(pairs)} test pairs, fold {exp.fold}")
     # the hardest pair before registration of each of the first FLAGS.examples patients in that order
     idx = figures.hardest_per_patient(np.nanmean(before, 1), pairs.patient, FLAGS.examples)
     figures.example_pairs(pairs.fixed[idx], pairs.moving[idx], {"classic": u_cl[idx], "network": u_net[idx]},
-                          wd / "fig4_examples.png")
+                          workdir / "fig4_examples.png")
     print(f"Dice mean: before {100 * np.nanmean(before):.1f}%, classic {100 * np.nanmean(after_cl):.1f}%, "
           f"network {100 * np.nanmean(after_net):.1f}%, network + refine {100 * np.nanmean(after_ref):.1f}%; "
           f"folding % classic {res_cl['folding_percent']:.4f}, refine {res_ref['folding_percent']:.4f}; "
           f"classic {1e3 * res_cl['seconds_per_pair']:.1f} ms/pair, refine {1e3 * res_ref['seconds_per_pair']:.1f}")
-    print(f"wrote {wd / 'fig3_dice.png'} and {wd / 'fig4_examples.png'}")
+    print(f"wrote {workdir / 'fig3_dice.png'} and {workdir / 'fig4_examples.png'}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Classic iterative registration (the paper's baseline): multi-level NGF + alpha * curvature, no labels.
+"""Classic iterative registration (the paper's baseline): multi-level NGF + alpha * curvature (`jaxreg.objective`).
 
 Unknowns are cubic B-spline control points (stride `stride` pixels at every pyramid level), optimised with
 L-BFGS (optax, zoom line search) inside `lax.while_loop` until the gradient norm falls below `rtol` times its
@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import optax
 import optax.tree_utils as otu
 
-from jaxreg import bspline, losses, warp
+from jaxreg import bspline, objective, warp
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +78,7 @@ def register(fixed, moving, cfg: ClassicConfig = ClassicConfig(), init_u=None, f
     levels = cfg.levels
     if init_u is not None:
         levels = levels[-1:]  # refinement works at the finest level only
+    w = objective.weights(1.0, cfg.alpha, cfg.beta if use_labels else 0.0)
     control = None
     iters = []
     for li, f in enumerate(levels):
@@ -93,17 +94,15 @@ def register(fixed, moving, cfg: ClassicConfig = ClassicConfig(), init_u=None, f
         else:
             control = bspline.carry_up(control, lshape, cfg.stride, levels[li - 1] // f)
 
-        def objective(c, fl=fl, ml=ml, lshape=lshape, f=f):
+        def level_objective(c, fl=fl, ml=ml, lshape=lshape):
             u = bspline.bspline_displacement(c, lshape, cfg.stride)
-            val = losses.ngf(fl, warp.warp(ml, u), eps=cfg.epsilon, squared=cfg.squared_ngf)
-            val = val + cfg.alpha * losses.curvature(u)
-            if use_labels:
-                val = val + cfg.beta * losses.label_ssd(fol, warp.warp(mol, u)) / (0.5 * n_full * num_classes)
-            return val
+            terms = objective.level_terms(u, fl, ml, fol if use_labels else None, mol if use_labels else None,
+                                          n_full, cfg.epsilon, cfg.squared_ngf)
+            return objective.combine(terms, w)
 
         caps = cfg.max_iters if isinstance(cfg.max_iters, tuple) else (cfg.max_iters,) * len(cfg.levels)
         cap = caps[len(cfg.levels) - len(levels) + li]
-        control, n_it = _minimise(objective, control, cap, cfg.rtol)
+        control, n_it = _minimise(level_objective, control, cap, cfg.rtol)
         iters.append(n_it)
     u = bspline.bspline_displacement(control, shape, cfg.stride) * levels[-1]
     return u, jnp.stack(iters)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import shutil
 import sys
@@ -24,52 +25,126 @@ import time
 
 import numpy as np
 
+from jaxreg.errors import Interrupted, UserError
+
 SIZE = 112
 
 
-class UsageError(Exception):
-    pass
+MARKER = ".jaxreg-output"  # written into every output folder: the files jaxreg wrote there (what --overwrite may replace)
 
 
 def _load(path, what, labels=False):
+    """(array `(x, y, z)`, affine, zooms, header) of a 2D or 3D NIfTI; DataError (a UserError) naming the file."""
+    import nibabel as nib
+
     from jaxreg.data.acdc import DataError, load_nifti
 
     path = pathlib.Path(path)
-    try:
-        data, affine, zooms = load_nifti(path, what) if _ndim(path) != 2 else _load_2d(path)
-    except DataError as e:
-        raise UsageError(str(e)) from None
+    data, affine, zooms = load_nifti(path, what, allow_2d=True)
+    header = nib.load(str(path)).header
     if labels:
         f = np.asarray(data, np.float64)
         if not np.all(np.isfinite(f)) or np.any(f != np.round(f)) or f.min() < 0 or f.max() > 3:
-            raise UsageError(f"{path}: labels must be integers 0..3 (0 background, 1 RV, 2 myocardium, 3 LV)")
-        return f.astype(np.int32), affine, zooms
+            raise DataError(f"{path}: labels must be integers 0..3 (0 background, 1 RV, 2 myocardium, 3 LV)")
+        return f.astype(np.int32), affine, zooms, header
     data = np.asarray(data, np.float32)
     if not np.all(np.isfinite(data)):
-        raise UsageError(f"{path}: {int(np.sum(~np.isfinite(data)))} NaN/inf intensities")
-    return data, affine, zooms
+        raise DataError(f"{path}: {int(np.sum(~np.isfinite(data)))} NaN/inf intensities")
+    return data, affine, zooms, header
 
 
-def _ndim(path):
-    import nibabel as nib
+def check_output(out, inputs=(), overwrite: bool = False) -> pathlib.Path:
+    """The absolute output folder, or OutputPathError before any computation.
 
+    Refused: a parent that is missing or not writable; an existing path that is not a folder; an existing folder
+    without --overwrite. With --overwrite an existing folder is replaced only if jaxreg wrote it (its MARKER lists
+    every file in it) and it is neither the current folder, nor holds the current folder or an input.
+    """
+    from jaxreg.errors import OutputPathError
+
+    out = pathlib.Path(os.path.abspath(os.path.expanduser(str(out))))
+    parent = out.parent
+    if not parent.is_dir():
+        raise OutputPathError(f"{out}: its parent folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{out}: cannot create it, {parent} is not writable")
+    if not (out.exists() or out.is_symlink()):
+        return out
+    if out.is_symlink() or not out.is_dir():
+        raise OutputPathError(f"{out}: exists and is not a folder")
+    if not overwrite:
+        raise OutputPathError(f"{out}: output folder exists (pass --overwrite to replace it)")
+    real = out.resolve()
+    cwd = pathlib.Path.cwd().resolve()
+    if real == cwd or real in cwd.parents:
+        raise OutputPathError(f"{out}: is or contains the current folder; --overwrite never replaces it")
+    for path in inputs:
+        if path is not None:
+            r = pathlib.Path(path).resolve()
+            if real == r or real in r.parents:
+                raise OutputPathError(f"{out}: contains the input {path}; --overwrite never replaces it")
     try:
-        return len(nib.load(str(path)).shape)
-    except Exception:  # noqa: BLE001 - load_nifti reports the problem with the file name
-        return 3
+        written = set(json.loads((out / MARKER).read_text())["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise OutputPathError(f"{out}: not an output folder of jaxreg (no readable {MARKER}); --overwrite replaces "
+                              "only folders jaxreg wrote") from None
+    others = sorted(str(p.relative_to(out)) for p in out.rglob("*") if not p.is_dir()
+                    and str(p.relative_to(out)) not in written | {MARKER})
+    if others:
+        raise OutputPathError(f"{out}: holds files jaxreg did not write ({', '.join(others[:3])}"
+                              f"{', ...' if len(others) > 3 else ''}); not replacing it")
+    return out
 
 
-def _load_2d(path):
-    import nibabel as nib
+def _new_output_folder(out: pathlib.Path) -> pathlib.Path:
+    """A hidden temporary folder beside `out` (same file system: moved into place by one rename), umask mode."""
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=".jaxreg-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; outputs get the mode any folder the user makes would
+    return tmp
 
-    img = nib.load(str(path))
-    data = np.asanyarray(img.dataobj)[..., None]
-    zooms = tuple(float(z) for z in img.header.get_zooms()[:2]) + (1.0,)
-    return data, np.asarray(img.affine, np.float64), zooms
+
+def _commit_output(tmp: pathlib.Path, out: pathlib.Path) -> None:
+    """Writes the MARKER, then puts `tmp` at `out` by rename; an old `out` is moved aside first, deleted last."""
+    files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if not p.is_dir())
+    (tmp / MARKER).write_text(json.dumps({"written_by": "jaxreg register", "files": files}, indent=1))
+    old = None
+    if out.exists():
+        old = pathlib.Path(tempfile.mkdtemp(prefix=".jaxreg-old-", dir=out.parent))
+        old.rmdir()
+        os.rename(out, old)
+    try:
+        os.rename(tmp, out)
+    except BaseException:
+        if old is not None:
+            os.rename(old, out)  # the previous output comes back unchanged
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _json_safe(x):
+    """NaN/inf (e.g. the Dice of a structure absent from both maps) as null: report.json stays valid JSON."""
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    return x
+
+
+def _write_json(path, obj):
+    path.write_text(json.dumps(_json_safe(obj), indent=2, allow_nan=False))
 
 
 def register_volumes(fixed, moving, moving_labels=None, method="learned", model=None, classic_cfg=None):
-    """Slice-wise registration of `(x, y, z)` volumes -> dict of full-grid arrays and per-slice info."""
+    """Slice-wise registration of `(x, y, z)` volumes -> dict of full-grid arrays and per-slice info.
+
+    A slice whose fixed or moving crop is constant (e.g. all zero) holds nothing to register: its displacement is
+    zero and `warnings` says so.
+    """
     import jax
     import jax.numpy as jnp
 
@@ -91,6 +166,9 @@ def register_volumes(fixed, moving, moving_labels=None, method="learned", model=
         f_crops.append(crop(fixed_n[:, :, z], o, SIZE))
         m_crops.append(crop(moving_n[:, :, z], o, SIZE))
     f_crops, m_crops = np.stack(f_crops), np.stack(m_crops)
+    blank = [z for z in range(nz) if np.ptp(f_crops[z]) == 0 or np.ptp(m_crops[z]) == 0]
+    warnings = [f"slice {z}: the {'fixed' if np.ptp(f_crops[z]) == 0 else 'moving'} image is constant there, "
+                "nothing to register; displacement set to zero" for z in blank]
     t0 = time.perf_counter()
     if method in ("learned", "refine"):
         u = np.asarray(model(f_crops, m_crops))
@@ -99,10 +177,12 @@ def register_volumes(fixed, moving, moving_labels=None, method="learned", model=
     else:
         u = np.asarray(classic.register_batch(f_crops, m_crops, classic_cfg or classic.ClassicConfig())[0])
     seconds = time.perf_counter() - t0
+    u = np.array(u)
+    u[blank] = 0.0
     fold = np.asarray(jax.vmap(metrics.folding_fraction)(jnp.asarray(u)))
     disp = np.stack([uncrop(u[z], origins[z], fixed.shape[:2]) for z in range(nz)], axis=2).astype(np.float32)
     warped = np.stack([np.asarray(warp.warp(moving[:, :, z], disp[:, :, z])) for z in range(nz)], axis=2)
-    out = {"displacement": disp, "warped": warped.astype(np.float32), "seconds": seconds,
+    out = {"displacement": disp, "warped": warped.astype(np.float32), "seconds": seconds, "warnings": warnings,
            "folding_percent_per_slice": (100 * fold).tolist(), "crop_origins": [o.tolist() for o in origins]}
     if moving_labels is not None:
         out["warped_labels"] = np.stack([np.asarray(jnp.argmax(warp.warp_labels(moving_labels[:, :, z], disp[:, :, z], 4), -1))
@@ -121,123 +201,153 @@ def _dice_report(fixed_labels, warped_labels, moving_labels):
         rows.append((np.asarray(metrics.dice(f, m, (3, 1, 2))), np.asarray(metrics.dice(f, w, (3, 1, 2)))))
     if not rows:
         return {}
-    before = np.nanmean(np.stack([r[0] for r in rows]), 0)
-    after = np.nanmean(np.stack([r[1] for r in rows]), 0)
+    with np.errstate(all="ignore"):  # a structure absent from every slice: NaN, written as null
+        import warnings as _w
+
+        with _w.catch_warnings():
+            _w.simplefilter("ignore", RuntimeWarning)
+            before = np.nanmean(np.stack([r[0] for r in rows]), 0)
+            after = np.nanmean(np.stack([r[1] for r in rows]), 0)
+            mean_before, mean_after = float(np.nanmean(before)), float(np.nanmean(after))
     return {"dice_before": dict(zip(("LV", "RV", "MYO"), before.round(4).tolist())),
             "dice_after": dict(zip(("LV", "RV", "MYO"), after.round(4).tolist())),
-            "dice_mean_before": float(np.nanmean(before)), "dice_mean_after": float(np.nanmean(after))}
+            "dice_mean_before": mean_before, "dice_mean_after": mean_after}
+
+
+def _nifti(data, affine, header):
+    """A NIfTI image on the fixed grid keeping the fixed header's qform/sform codes and units."""
+    import nibabel as nib
+
+    img = nib.Nifti1Image(data, affine)
+    img.set_qform(affine, code=int(header["qform_code"]) or 1)
+    img.set_sform(affine, code=int(header["sform_code"]) or 1)
+    img.header.set_xyzt_units(*header.get_xyzt_units())
+    return img
 
 
 def _write_pair(out_dir, fixed_path, moving_path, mlab_path, flab_path, args, model):
     import nibabel as nib
 
-    fixed, f_aff, f_zoom = _load(fixed_path, "fixed image")
-    moving, _, m_zoom = _load(moving_path, "moving image")
+    fixed, f_aff, f_zoom, f_hdr = _load(fixed_path, "fixed image")
+    moving, m_aff, m_zoom, _ = _load(moving_path, "moving image")
     if fixed.shape != moving.shape:
-        raise UsageError(f"{moving_path}: shape {moving.shape} differs from the fixed image's {fixed.shape}")
+        raise UserError(f"{moving_path}: shape {moving.shape} differs from the fixed image's {fixed.shape}")
     if not np.allclose(f_zoom, m_zoom, rtol=1e-3):
-        raise UsageError(f"{moving_path}: spacing {m_zoom} differs from the fixed image's {f_zoom}")
+        raise UserError(f"{moving_path}: spacing {m_zoom} differs from the fixed image's {f_zoom}")
+    if nib.aff2axcodes(f_aff) != nib.aff2axcodes(m_aff):
+        raise UserError(f"{moving_path}: orientation {''.join(nib.aff2axcodes(m_aff))} differs from the fixed "
+                        f"image's {''.join(nib.aff2axcodes(f_aff))}; reorient it onto the fixed grid first")
     mlab = flab = None
     if mlab_path:
-        mlab, _, _ = _load(mlab_path, "moving labels", labels=True)
+        mlab, _, _, _ = _load(mlab_path, "moving labels", labels=True)
         if mlab.shape != moving.shape:
-            raise UsageError(f"{mlab_path}: shape {mlab.shape} differs from the moving image's {moving.shape}")
+            raise UserError(f"{mlab_path}: shape {mlab.shape} differs from the moving image's {moving.shape}")
     if flab_path:
-        flab, _, _ = _load(flab_path, "fixed labels", labels=True)
+        flab, _, _, _ = _load(flab_path, "fixed labels", labels=True)
         if flab.shape != fixed.shape:
-            raise UsageError(f"{flab_path}: shape {flab.shape} differs from the fixed image's {fixed.shape}")
+            raise UserError(f"{flab_path}: shape {flab.shape} differs from the fixed image's {fixed.shape}")
     res = register_volumes(fixed, moving, mlab, args.method, model)
+    for w in res["warnings"]:
+        print(f"jaxreg: warning: {moving_path}: {w}", file=sys.stderr)
     out_dir.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(res["warped"], f_aff), str(out_dir / "warped.nii.gz"))
-    nib.save(nib.Nifti1Image(res["displacement"], f_aff), str(out_dir / "displacement.nii.gz"))
+    nib.save(_nifti(res["warped"], f_aff, f_hdr), str(out_dir / "warped.nii.gz"))
+    nib.save(_nifti(res["displacement"], f_aff, f_hdr), str(out_dir / "displacement.nii.gz"))
     report = {"method": args.method, "model": str(args.model or "shipped") if args.method != "classic" else None,
               "fixed": str(fixed_path), "moving": str(moving_path), "slices": fixed.shape[2],
               "seconds": res["seconds"], "folding_percent": float(np.mean(res["folding_percent_per_slice"])),
               "folding_percent_per_slice": res["folding_percent_per_slice"], "crop_origins": res["crop_origins"],
+              "warnings": res["warnings"],
               "displacement_units": "pixels, components along array axes 0 and 1, on the fixed grid"}
     if mlab is not None:
-        nib.save(nib.Nifti1Image(res["warped_labels"], f_aff), str(out_dir / "warped_labels.nii.gz"))
+        nib.save(_nifti(res["warped_labels"], f_aff, f_hdr), str(out_dir / "warped_labels.nii.gz"))
         if flab is not None:
             report.update(_dice_report(flab, res["warped_labels"], mlab))
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+    _write_json(out_dir / "report.json", report)
     return report
 
 
-def cmd_register(args) -> int:
-    out = pathlib.Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise UsageError(f"{out}: output folder exists (pass --overwrite to replace it)")
-    if args.data_dir is None and (args.fixed is None or args.moving is None):
-        raise UsageError("give --fixed and --moving, or --data-dir for a whole ACDC folder")
+def _check_arguments(args):
+    """Flag combinations, input files and the output path: all checked before any model loads or computes."""
+    if args.data_dir is not None:
+        given = [f"--{n.replace('_', '-')}" for n in ("fixed", "moving", "moving_labels", "fixed_labels")
+                 if getattr(args, n) is not None]
+        if given:
+            raise UserError(f"{', '.join(given)} cannot be combined with --data-dir (a folder brings its own files)")
+        if not pathlib.Path(args.data_dir).is_dir():
+            raise UserError(f"{args.data_dir}: data folder does not exist")
+    elif args.fixed is None or args.moving is None:
+        raise UserError("give --fixed and --moving, or --data-dir for a whole ACDC folder")
+    if args.fixed_labels is not None and args.moving_labels is None:
+        raise UserError("--fixed-labels needs --moving-labels (the Dice compares the warped moving labels with them)")
     for name in ("fixed", "moving", "moving_labels", "fixed_labels"):
         path = getattr(args, name)
         if path is not None and not pathlib.Path(path).is_file():
-            raise UsageError(f"{path}: missing {name.replace('_', ' ')} file")
+            raise UserError(f"{path}: missing {name.replace('_', ' ')} file")
+    inputs = [args.fixed, args.moving, args.moving_labels, args.fixed_labels, args.data_dir, args.model]
+    return check_output(args.out, inputs, args.overwrite)
+
+
+def cmd_register(args) -> int:
+    out = _check_arguments(args)
     model = None
     if args.method in ("learned", "refine"):
         from jaxreg.inference import load_model
 
-        try:
-            model = load_model(args.model)
-        except (FileNotFoundError, ValueError) as e:
-            raise UsageError(str(e)) from None
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=".jaxreg-", dir=out.parent if out.parent.exists() else None))
+        model = load_model(args.model)  # a broken model folder: a UserError naming its file
+    tmp = _new_output_folder(out)
     try:
         if args.data_dir is None:
             rep = _write_pair(tmp, args.fixed, args.moving, args.moving_labels, args.fixed_labels, args, model)
             print(f"registered {rep['slices']} slice(s) in {rep['seconds']:.2f} s, folding {rep['folding_percent']:.3f}%"
                   + (f", Dice {100 * rep['dice_mean_before']:.1f}% -> {100 * rep['dice_mean_after']:.1f}%"
-                     if "dice_mean_after" in rep else ""))
+                     if rep.get("dice_mean_after") is not None and np.isfinite(rep["dice_mean_after"]) else ""))
         else:
             summary = _register_folder(tmp, args, model)
-            print(json.dumps(summary["overall"], indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            print(json.dumps(_json_safe(summary["overall"]), indent=1))
+        _commit_output(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already when committed
     return 0
 
 
 def _register_folder(tmp, args, model):
-    from jaxreg.data.acdc import DataError, find_patient_dirs, parse_info_cfg
+    from jaxreg.data.acdc import find_patient_dirs, parse_info_cfg
 
-    try:
-        dirs = find_patient_dirs(args.data_dir)
-    except DataError as e:
-        raise UsageError(str(e)) from None
+    dirs = find_patient_dirs(args.data_dir)
     rows, failures = [], {}
     for d in dirs:
         try:
             info = parse_info_cfg(d / "Info.cfg")
             files = {ph: d / f"{d.name}_frame{info[ph]:02d}.nii.gz" for ph in ("ED", "ES")}
             gts = {ph: d / f"{d.name}_frame{info[ph]:02d}_gt.nii.gz" for ph in ("ED", "ES")}
+            done = []
             for mov, fix in (("ED", "ES"), ("ES", "ED")):
                 rep = _write_pair(tmp / d.name / f"{mov}_to_{fix}", files[fix], files[mov],
-                                  gts[mov] if gts[mov].exists() else None, gts[fix] if gts[fix].exists() else None,
-                                  args, model)
-                rows.append({"patient": d.name, "direction": f"{mov}->{fix}", **{k: v for k, v in rep.items()
+                                  gts[mov] if gts[mov].exists() else None,
+                                  gts[fix] if gts[fix].exists() and gts[mov].exists() else None, args, model)
+                done.append({"patient": d.name, "direction": f"{mov}->{fix}", **{k: v for k, v in rep.items()
                              if k.startswith("dice") or k in ("seconds", "folding_percent", "slices")}})
-        except (UsageError, DataError) as e:
+            rows += done
+        except UserError as e:  # one unreadable patient is reported and skipped, the others are kept
+            shutil.rmtree(tmp / d.name, ignore_errors=True)
             failures[d.name] = str(e)
-            print(f"skipping {d.name}: {e}", file=sys.stderr)
+            print(f"jaxreg: skipping {d.name}: {e}", file=sys.stderr)
     if not rows:
-        raise UsageError(f"{args.data_dir}: no patient could be registered")
+        raise UserError(f"{args.data_dir}: no patient could be registered")
     overall = {"pairs": len(rows), "failed_patients": failures,
                "folding_percent": float(np.mean([r["folding_percent"] for r in rows])),
                "seconds_per_volume_pair": float(np.mean([r["seconds"] for r in rows]))}
-    with_gt = [r for r in rows if "dice_mean_after" in r]
+    with_gt = [r for r in rows if r.get("dice_mean_after") is not None and np.isfinite(r["dice_mean_after"])]
     if with_gt:
         overall["dice_mean_before"] = float(np.mean([r["dice_mean_before"] for r in with_gt]))
         overall["dice_mean_after"] = float(np.mean([r["dice_mean_after"] for r in with_gt]))
     summary = {"overall": overall, "pairs": rows}
-    (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
+    _write_json(tmp / "summary.json", summary)
     return summary
 
 
 def build_parser():
-    from jaxreg.compile_cache import DEFAULT as CACHE
+    from jaxreg.runtime.compile_cache import DEFAULT as CACHE
 
     p = argparse.ArgumentParser(prog="jaxreg", description="Deformable cardiac registration in JAX.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -245,36 +355,40 @@ def build_parser():
     r.add_argument("--fixed", help="fixed image (.nii/.nii.gz)")
     r.add_argument("--moving", help="moving image, same grid as --fixed")
     r.add_argument("--moving-labels", dest="moving_labels", help="moving labels 0..3: warped and used to place the ROI")
-    r.add_argument("--fixed-labels", dest="fixed_labels", help="fixed labels 0..3: only for the Dice in report.json")
+    r.add_argument("--fixed-labels", dest="fixed_labels", help="fixed labels 0..3: only for the Dice in report.json "
+                   "(needs --moving-labels)")
     r.add_argument("--data-dir", dest="data_dir", help="ACDC-layout folder: every patient, ED->ES and ES->ED")
     r.add_argument("--method", choices=("learned", "classic", "refine"), default="learned")
     r.add_argument("--model", help="training workdir or model folder (default: the shipped model)")
     r.add_argument("--out", required=True, help="output folder (refused if it exists, unless --overwrite)")
-    r.add_argument("--overwrite", action="store_true")
+    r.add_argument("--overwrite", action="store_true", help="replace --out if it is an output folder jaxreg wrote "
+                   "(never the current folder, a folder holding an input, or one with other files)")
     r.add_argument("--compile-cache", dest="compile_cache", default=CACHE,
                    help="JAX's persistent compilation cache: a second call skips compiling the network or solver "
                         "(empty: off; JAX_COMPILATION_CACHE_DIR takes precedence)")
     r.add_argument("--no-eigen-convolutions", dest="eigen_convolutions", action="store_false",
                    help="leave XLA:CPU's convolutions to jaxlib's default (YNNPACK for large ones on jaxlib 0.10.2; "
-                        "by default jaxreg keeps them on Eigen, 1.4x faster inference: jaxreg.xla_cpu)")
+                        "by default jaxreg keeps them on Eigen, 1.4x faster inference: jaxreg.runtime.xla_cpu)")
     return p
 
 
 def main(argv=None) -> int:
+    from jaxreg.runtime import signals
+
     args = build_parser().parse_args(argv)
-    from jaxreg import compile_cache, xla_cpu
+    from jaxreg.runtime import compile_cache, xla_cpu
 
     if args.eigen_convolutions:
         xla_cpu.prefer_eigen_convolutions()  # before the backends start
     compile_cache.enable(args.compile_cache)  # before the first compilation
-    try:
-        return cmd_register(args)
-    except UsageError as e:
-        print(f"jaxreg: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("jaxreg: interrupted", file=sys.stderr)
-        return 130
+    with signals.terminate_as_exception():
+        try:
+            return cmd_register(args)
+        except UserError as e:
+            print(f"jaxreg: error: {e}", file=sys.stderr)
+            return 2
+        except (KeyboardInterrupt, Interrupted) as e:  # temporary output already removed by cmd_register
+            signals.exit_interrupted(e, "jaxreg: ")
 
 
 if __name__ == "__main__":

@@ -89,3 +89,32 @@ def example_pairs(fixed, moving, fields: dict, path, grid_step: int = 8) -> None
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def ablation_plot(cells: dict, path, title: str = "", paper: dict | None = None):
+    """Table 1 as a figure: Dice and folding against the factor, one panel per weight; `cells` as
+    `jaxreg.ablation.summarize_cells` gives them, `paper` as `jaxreg.ablation.PAPER_TABLE1`."""
+    from jaxreg.ablation import FACTORS, TERMS
+
+    plt = _plt()
+    fig, axes = plt.subplots(2, 3, figsize=(12, 6), sharex=True)
+    xs = np.arange(len(FACTORS))
+    for j, term in enumerate(TERMS):
+        names = ["opt" if tag == "opt" else f"{term}_{tag}" for tag, _ in FACTORS]
+        for row, key, scale in ((0, "dice", 100), (1, "folding", 1)):
+            ax = axes[row, j]
+            ys = [scale * cells[n][key] if n in cells else np.nan for n in names]
+            es = [scale * cells[n][key + "_std"] if n in cells else np.nan for n in names]
+            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label="jaxreg")
+            if paper:
+                ax.plot(xs, [paper[(term, tag)][row] for tag, _ in FACTORS], "s--", color="grey", label="paper")
+            ax.set_ylabel("Dice %" if row == 0 else "folding %")
+            if row == 0:
+                ax.set_title(term)
+            ax.set_xticks(xs, [tag for tag, _ in FACTORS])
+            ax.grid(alpha=0.3)
+    axes[0, 0].legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -16,23 +16,26 @@ def load_model(path=None, image_shape=(112, 112)):
 
     Returns a callable `(fixed, moving) -> u` over one jitted network: `(B, *S)` float in [0, 1] -> `(B, *S, ndim)`
     pixels (finest level, jaxreg convention: moving sampled at x + u matches fixed). Wrong shapes, and NaN or
-    infinite intensities in concrete (non-traced) inputs, raise ValueError; it can also be called inside the
+    infinite intensities in concrete (non-traced) inputs, raise ValueError; a folder that is no model raises
+    `jaxreg.data.DataError` (a `jaxreg.errors.UserError`) naming the file; it can also be called inside the
     caller's own jit. Attributes `.config` and `.params`. With several devices (e.g. a multi-core CPU split by
     `jax.config.update("jax_num_cpu_devices", n)` right after `import jax`), batches whose size the device count
     divides run data parallel, each device its shard.
-    `jaxreg.compile_cache.enable()` before the first call keeps the compiled network for the next process, and
-    `jaxreg.xla_cpu.prefer_eigen_convolutions()` right after `import jax` makes CPU inference ~1.4x faster.
+    `jaxreg.runtime.compile_cache.enable()` before the first call keeps the compiled network for the next process, and
+    `jaxreg.runtime.xla_cpu.prefer_eigen_convolutions()` right after `import jax` makes CPU inference ~1.4x faster.
     """
-    from jaxreg import train
+    from jaxreg.data.acdc import DataError
+    from jaxreg.training import workdir
 
     path = pathlib.Path(path) if path is not None else SHIPPED
+    if not path.is_dir():
+        raise DataError(f"{path}: model folder does not exist")
     if not (path / "config.json").is_file():
-        hint = " (the shipped model has not been trained yet; pass a training workdir)" if path == SHIPPED else ""
-        raise FileNotFoundError(f"{path}: no config.json, not a jaxreg model folder{hint}")
-    trainer, params = train.load_trained(path, image_shape)
+        raise DataError(f"{path}: no config.json, not a jaxreg model folder (a training workdir)")
+    trainer, params = workdir.load_trained(path, image_shape)
 
-    core = jax.jit(lambda fixed, moving: trainer._eval_fields(params, jnp.asarray(fixed, jnp.float32),
-                                                             jnp.asarray(moving, jnp.float32)))
+    core = jax.jit(lambda fixed, moving: trainer.fields(params, jnp.asarray(fixed, jnp.float32),
+                                                        jnp.asarray(moving, jnp.float32)))
 
     def register(fixed, moving):
         if jnp.shape(fixed) != jnp.shape(moving) or jnp.shape(fixed)[1:] != tuple(image_shape):

@@ -15,19 +15,24 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxreg import bspline, conv
+from jaxreg import bspline
+from jaxreg.runtime import conv
 
 
 @dataclasses.dataclass(frozen=True)
 class RegNetConfig:
     """Architecture. Image side must be divisible by 2**len(encoder_features[1:])."""
 
-    encoder_features: tuple = (16, 32, 32, 64, 64)  # per resolution, full -> 1/16
-    decoder_features: tuple = (64, 64, 32)  # at 1/16, 1/8, 1/4 (one per output level)
-    level_factors: tuple = (4, 2, 1)  # image downsampling of each output level, coarse -> fine
-    stride: int = 4  # control-point spacing in pixels of each level
-    residual_levels: bool = True  # level l = its head + the refined level l-1 grid (the classic multi-level carry-up)
-    negative_slope: float = 0.2
+    encoder_features: tuple = dataclasses.field(default=(16, 32, 32, 64, 64), metadata={
+        "help": "Encoder channels per resolution, full -> 1/16 (each a stride-2 block after the first)."})
+    decoder_features: tuple = dataclasses.field(default=(64, 64, 32), metadata={
+        "help": "Decoder channels at 1/16, 1/8, 1/4 of the image (one per output level)."})
+    level_factors: tuple = dataclasses.field(default=(4, 2, 1), metadata={
+        "help": "Image downsampling of each output level, coarse -> fine."})
+    stride: int = dataclasses.field(default=4, metadata={"help": "Control-point spacing in pixels of each level."})
+    residual_levels: bool = dataclasses.field(default=True, metadata={
+        "help": "Level l = its head + the refined level l-1 grid (the classic multi-level carry-up)."})
+    negative_slope: float = dataclasses.field(default=0.2, metadata={"help": "Leaky ReLU slope."})
 
 
 def level_shapes(image_shape: Sequence[int], cfg: RegNetConfig):

@@ -105,7 +105,7 @@ def test_shipped_model_and_learned_method(patient, tmp_path):
 
 _CACHE_SCRIPT = """
 import json, sys, jax, jax.numpy as jnp
-from jaxreg import compile_cache
+from jaxreg.runtime import compile_cache
 used = [compile_cache.enable(sys.argv[1] or None, min_compile_seconds=0)]
 jax.jit(lambda x: jnp.sin(x) * 2)(jnp.ones(3)).block_until_ready()
 used.append(compile_cache.enable(sys.argv[2]))  # kept if one was set

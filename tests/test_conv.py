@@ -1,4 +1,4 @@
-"""jaxreg.conv: its stride-2 gradient and single-channel forward equal XLA's convolution; the rest falls through."""
+"""jaxreg.runtime.conv: its stride-2 gradient and single-channel forward equal XLA's convolution; the rest falls through."""
 
 import flax.linen as nn
 import jax
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from jax import lax
 from jax.test_util import check_grads
 
-from jaxreg import conv
+from jaxreg.runtime import conv
 
 
 def _dn(nd):

@@ -9,15 +9,13 @@ import sys
 import numpy as np
 import pytest
 
-from jaxreg import experiment
-from jaxreg.train import TrainConfig
+from jaxreg import ablation, cv, report
+from jaxreg.training import TrainConfig
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_ablation_grid_is_the_papers_table():
-    from experiments import ablation
-
     runs = ablation.settings(TrainConfig())
     assert len(runs) == 16  # the optimum + 5 factors x 3 weights: the 18 cells of Table 1 share the optimum
     assert runs["delta_x100"].delta == 100.0 and runs["alpha_x0.01"].alpha == pytest.approx(10.0)
@@ -27,14 +25,14 @@ def test_ablation_grid_is_the_papers_table():
 
 def test_ablation_subset_runs_and_resumes(tmp_path):
     cmd = [sys.executable, "-m", "experiments.ablation", "--config", "tiny", "--schedule", "tiny", "--noprogress",
-           "--workdir", str(tmp_path), "--folds", "0", "--runs", "beta_x0,opt"]
+           "--workdir", str(tmp_path), "--folds", "0", "--method", "single", "--runs", "beta_x0,opt"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "epoch 1" in out.stderr  # trained (the resume check below relies on this log line)
     runs = json.loads((tmp_path / "ablation.json").read_text())["runs"]
     assert set(runs) == {"opt", "beta_x0"}
     table = (tmp_path / "ablation.md").read_text()
-    assert "| x0 | - | - | - | - |" in table  # delta_x0, alpha_x0 not run; beta_x0 filled
+    assert "| x0 | - | - | 83.4 / 0.1 | - | - | 0.0 / 40.6 |" in table  # delta_x0, alpha_x0 not run; beta_x0 filled
     assert (tmp_path / "beta_x0" / "fold0" / "results.json").exists()
     again = subprocess.run(cmd[:-1] + ["opt"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "epoch" not in again.stderr  # both finished: nothing retrains
@@ -43,9 +41,9 @@ def test_ablation_subset_runs_and_resumes(tmp_path):
 
 
 def test_aggregate_mean_std():
-    agg = experiment.aggregate([{"fold": 0, "dice_mean_after": 0.8},
+    agg = report.aggregate([{"fold": 0, "dice_mean_after": 0.8},
                                 {"fold": 1, "dice_mean_after": 0.9, "dice_mean_after_ed_to_es": 0.7}])
-    assert set(experiment.aggregate([{"fold": 0, "x": 1.0, "flag": True}])) == {"folds", "x"}  # bools are no metric
+    assert set(report.aggregate([{"fold": 0, "x": 1.0, "flag": True}])) == {"folds", "x"}  # bools are no metric
     assert "dice_mean_after_ed_to_es" not in agg  # a key one fold lacks (older results) is left out
     assert agg["dice_mean_after"]["mean"] == pytest.approx(0.85)
     assert agg["dice_mean_after"]["std"] == pytest.approx(0.05)
@@ -57,9 +55,9 @@ def test_cv_table_rows_and_mean():
             "dice_mean_before": 0.6, "folding_percent": 0.02, "pairs_with_folding": 1}
     results = [base | {"fold": 0, "dice_mean_after_apex": 0.7}, base | {"fold": 1, "dice_mean_after": 0.9,
                                                                        "folding_percent": 0.0, "pairs_with_folding": 0}]
-    refine = experiment.aggregate([r | {"dice_mean_after": 0.95} for r in results])
+    refine = report.aggregate([r | {"dice_mean_after": 0.95} for r in results])
     patients = [["patient001", "patient002"], ["patient003"]]
-    lines = experiment.cv_table(results, patients, {"refine": refine}).splitlines()
+    lines = report.cv_table(results, patients, {"refine": refine}).splitlines()
     assert lines[0].startswith("| fold (test patients) | pairs | LV | RV | MYO | mean | before |")
     assert lines[2] == "| 0 (001 002) | 10 | 90.0 | 80.0 | 70.0 | 80.0 | 60.0 | - | - | - | - | 70.0 | 0.020 (1) |"
     assert lines[3].startswith("| 1 (003) | 10 | 90.0 | 80.0 | 70.0 | 90.0 | 60.0 |")
@@ -71,7 +69,7 @@ def test_cv_table_rows_and_mean():
     groups = [results[0] | {"dice_mean_after_group_dcm": 0.8, "dice_mean_before_group_dcm": 0.5,
                             "dice_mean_after_group_nor": 0.9, "dice_mean_before_group_nor": 0.7},
               results[1] | {"dice_mean_after_group_dcm": 0.7, "dice_mean_before_group_dcm": 0.6}]
-    lines = experiment.cv_table(groups, patients).splitlines()
+    lines = report.cv_table(groups, patients).splitlines()
     assert lines[8] == "| fold | DCM | NOR |"
     assert lines[10] == "| 0 | 80.0 (50.0) | 90.0 (70.0) |" and lines[11] == "| 1 | 70.0 (60.0) | - (-) |"
     assert lines[12] == "| **network, mean +- std** | 75.0 +- 5.0 | - |" and len(lines) == 13
@@ -83,11 +81,11 @@ def test_format_results_names_subgroups():
     for tag, v in (("before", 0.5), ("after", 0.8)):
         res |= {f"dice_{n}_{tag}": v for n in ("LV", "RV", "MYO", "mean")}
         res |= {f"dice_mean_{tag}_{g}": v for g in ("es_to_ed", "apex", "group_hcm")}
-    text = experiment.format_results(res)
+    text = report.format_results(res)
     assert "by direction (moving->fixed): ES->ED 50.0% -> 80.0%" in text
     assert "by slice region: apex 50.0% -> 80.0%" in text and "by pathology group: HCM 50.0% -> 80.0%" in text
     assert "folding 0.000% of pixels (0 pairs with any)" in text  # no folding per direction in older results
-    assert "folding 0.000% of pixels, ES->ED 0.250% (" in experiment.format_results(res | {
+    assert "folding 0.000% of pixels, ES->ED 0.250% (" in report.format_results(res | {
         "folding_percent_es_to_ed": 0.25})
 
 
@@ -155,17 +153,17 @@ def test_cross_validate_two_tiny_folds(tmp_path):
 
 
 def test_worker_plan_deals_folds_and_disjoint_cpu_groups():
-    assert experiment.worker_plan(range(1, 10), 2, [1, 0]) == [([1, 3, 5, 7, 9], [0]), ([2, 4, 6, 8], [1])]
-    plan = experiment.worker_plan([0, 1, 2, 3], 3, range(16))
+    assert cv.worker_plan(range(1, 10), 2, [1, 0]) == [([1, 3, 5, 7, 9], [0]), ([2, 4, 6, 8], [1])]
+    plan = cv.worker_plan([0, 1, 2, 3], 3, range(16))
     assert [f for f, _ in plan] == [[0, 3], [1], [2]]
     cpus = [c for _, cs in plan for c in cs]
     assert sorted(cpus) == list(range(16)) and [len(cs) for _, cs in plan] == [5, 6, 5]
-    assert experiment.worker_plan([7], 4, range(8)) == [([7], list(range(8)))]  # one fold: one worker, every CPU
-    assert experiment.worker_plan([], 2, range(2)) == []
+    assert cv.worker_plan([7], 4, range(8)) == [([7], list(range(8)))]  # one fold: one worker, every CPU
+    assert cv.worker_plan([], 2, range(2)) == []
     with pytest.raises(ValueError, match="needs at least 3 CPUs"):
-        experiment.worker_plan([0, 1, 2], 3, [0, 1])
+        cv.worker_plan([0, 1, 2], 3, [0, 1])
     with pytest.raises(ValueError, match=">= 1"):
-        experiment.worker_plan([0], 0, [0])
+        cv.worker_plan([0], 0, [0])
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU pinning is Linux-only")
@@ -173,28 +171,28 @@ def test_run_pinned_pins_each_command_and_returns_exit_codes(tmp_path):
     cpus = sorted(os.sched_getaffinity(0))
     show = "import os, sys; print(sorted(os.sched_getaffinity(0))); sys.exit(len(os.sched_getaffinity(0)) + 2)"
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
-    codes = experiment.run_pinned([[sys.executable, "-c", show]] * 2, [cpus[:1], cpus], logs)
+    codes = cv.run_pinned([[sys.executable, "-c", show]] * 2, [cpus[:1], cpus], logs)
     assert codes == [3, len(cpus) + 2]
     assert logs[0].read_text().strip() == str(cpus[:1]) and logs[1].read_text().strip() == str(cpus)
 
 
 def test_fold_status_reads_the_workdir(tmp_path):
-    assert experiment.fold_status(tmp_path / "fold3", 10) == "not started"
+    assert cv.fold_status(tmp_path / "fold3", 10) == "not started"
     (tmp_path / "config.json").write_text(json.dumps({"epochs": 40}))
-    assert experiment.fold_status(tmp_path, 10) == "started, no epoch finished (of 40)"
+    assert cv.fold_status(tmp_path, 10) == "started, no epoch finished (of 40)"
     (tmp_path / "metrics.jsonl").write_text('{"epoch": 1, "label": 0.5}\n{"epoch": 2, "label": 0.25}\n')
-    assert experiment.fold_status(tmp_path, 10) == "training: epoch 2 of 40 done, label term 0.2500"
+    assert cv.fold_status(tmp_path, 10) == "training: epoch 2 of 40 done, label term 0.2500"
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "label": 0.25, "seconds": s}) + "\n"
                                                     for e, s in ((1, 900.0), (2, 100.0), (3, 120.0), (4, 110.0)))
                                             + '{"epoch": 5, "lab')  # a record cut short by a kill: skipped
-    assert experiment.fold_status(tmp_path, 10) == ("training: epoch 4 of 40 done, label term 0.2500; ~1.1 h left at "
+    assert cv.fold_status(tmp_path, 10) == ("training: epoch 4 of 40 done, label term 0.2500; ~1.1 h left at "
                                                     "115 s/epoch")  # 36 epochs x the median of 900, 100, 120, 110
     res = {"num_folds": 10, "dice_mean_after": 0.8, "dice_mean_before": 0.6, "folding_percent": 0.01}
     (tmp_path / "results.json").write_text(json.dumps(res | {"all_pairs": True}))
-    assert experiment.fold_status(tmp_path, 10).startswith("training")  # an --all_pairs evaluation is no fold result
+    assert cv.fold_status(tmp_path, 10).startswith("training")  # an --all_pairs evaluation is no fold result
     (tmp_path / "results.json").write_text(json.dumps(res))
-    assert experiment.fold_status(tmp_path, 10) == "finished: Dice 80.0% (before 60.0%), folding 0.010%"
-    assert experiment.fold_status(tmp_path, 5).startswith("training")  # a result of another CV split
+    assert cv.fold_status(tmp_path, 10) == "finished: Dice 80.0% (before 60.0%), folding 0.010%"
+    assert cv.fold_status(tmp_path, 5).startswith("training")  # a result of another CV split
 
 
 @pytest.mark.parametrize("module,flag", [

@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxreg import bspline, losses, train, warp
+from jaxreg import bspline, evaluation, losses, warp
+from jaxreg import training as train
 from jaxreg.data import phantom_pairs
 from jaxreg.models import RegNet, RegNetConfig, dense_fields
 
@@ -70,7 +71,7 @@ def test_loss_is_the_sum_of_library_terms():
     fo, mo = jax.nn.one_hot(ps.fixed_labels, 4), jax.nn.one_hot(ps.moving_labels, 4)
     params = model.init(jax.random.key(0), f, m)
     params = jax.tree.map(lambda p: p + 0.01 * jax.random.normal(jax.random.key(2), p.shape), params)
-    loss, terms = train.loss_fn(params, model, (f, m, fo, mo), cfg)
+    loss, terms = train.loss_fn(params, model, (f, m, fo, mo), train.loss_weights(cfg), cfg)
     fields = dense_fields(model.apply(params, f, m), (64, 64), cfg.model)
     want = 0.0
     for u, fac in zip(fields, cfg.model.level_factors):
@@ -172,7 +173,8 @@ def _naive_dice(a, b, label):
 def test_summarize_matches_naive_dice_per_structure_and_direction(tmp_path):
     pairs = phantom_pairs(6, seed=3, size=32, directions=("ED->ES", "ES->ED"))
     u = np.zeros(pairs.fixed.shape + (2,), np.float32)  # identity: after == before
-    res = train.summarize(pairs, u, 1.0, tmp_path)
+    res = evaluation.summarize(pairs, evaluation.pair_table(pairs, u), 1.0)
+    evaluation.write_results(tmp_path, res, pairs, evaluation.pair_table(pairs, u))
     naive = np.array([[_naive_dice(f, m, lab) for lab in (3, 1, 2)]
                       for f, m in zip(pairs.fixed_labels, pairs.moving_labels)])
     for j, name in enumerate(("LV", "RV", "MYO")):
@@ -221,7 +223,7 @@ def test_two_devices_equal_one(tmp_path):
 _SHARDED_INFERENCE = """
 import sys, jax, numpy as np
 jax.config.update("jax_num_cpu_devices", 2)
-from jaxreg import train
+from jaxreg import training as train
 from jaxreg.models import RegNetConfig
 tr = train.Trainer(train.TrainConfig(model=RegNetConfig(encoder_features=(4, 8, 8, 8, 8), decoder_features=(8, 8, 8))),
                    (64, 64), infer_chunk=2)
@@ -249,18 +251,18 @@ def test_inference_over_two_devices_equals_one(tmp_path):
     np.testing.assert_allclose(two["odd"], whole[:9], atol=1e-5)
 
 
-def test_changed_config_in_same_workdir_is_refused(tmp_path):
-    cfg = train.TrainConfig(model=TINY_MODEL, epochs=0)
+def test_changed_config_in_same_workdir_is_refused_naming_the_field(tmp_path):
+    cfg = train.TrainConfig(model=TINY_MODEL, epochs=1, augment=1, batch_size=4)
     ps = phantom_pairs(8, seed=0, size=64)
     train.train(cfg, ps, tmp_path, progress=False)
-    with pytest.raises(ValueError, match="different config"):
-        train.train(train.TrainConfig(model=TINY_MODEL, epochs=0, alpha=1.0), ps, tmp_path, progress=False)
+    with pytest.raises(ValueError, match=r"different config \(alpha \(1000.0 vs 1.0\)"):
+        train.train(dataclasses.replace(cfg, alpha=1.0), ps, tmp_path, progress=False)
 
 
 def test_second_trainer_in_same_workdir_is_refused_until_the_first_ends(tmp_path):
-    cfg = train.TrainConfig(model=TINY_MODEL, epochs=0)
+    cfg = train.TrainConfig(model=TINY_MODEL, epochs=1, augment=1, batch_size=4)
     ps = phantom_pairs(8, seed=0, size=64)
-    with train.workdir_lock(tmp_path):  # stands for another process training in tmp_path
+    with train.lock(tmp_path):  # stands for another process training in tmp_path
         with pytest.raises(train.WorkdirBusy, match=f"pid {os.getpid()}"):
             train.train(cfg, ps, tmp_path, progress=False)
         assert not (tmp_path / "config.json").exists()  # refused before touching the run

@@ -1,4 +1,4 @@
-"""jaxreg.xla_cpu: the Eigen-convolution flag reaches XLA before the backends start, and changes no result."""
+"""jaxreg.runtime.xla_cpu: the Eigen-convolution flag reaches XLA before the backends start, and changes no result."""
 
 import os
 import subprocess
@@ -9,14 +9,14 @@ import jaxlib
 import numpy as np
 import pytest
 
-from jaxreg import xla_cpu
+from jaxreg.runtime import xla_cpu
 
 # the kernel gradient of a 112 x 112, 16 -> 16 layer (batch 30): the convolution jaxlib 0.10.2 gives to YNNPACK
 PROBE = """
 import sys
 import jax, jax.numpy as jnp, numpy as np
 import jaxreg.train, jaxreg.cli, experiments.entry  # importing jaxreg must not start the backends
-from jaxreg import xla_cpu
+from jaxreg.runtime import xla_cpu
 ok = xla_cpu.prefer_eigen_convolutions()
 conv = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 kgrad = jax.jit(lambda x, w, g: jax.grad(lambda w: jnp.vdot(conv(x, w), g))(w))

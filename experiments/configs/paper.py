@@ -1,7 +1,7 @@
 """The paper's recipe: Adam 1e-3, batch 30, 40 epochs, x8 deformation augmentation, 10-fold patient-wise CV."""
 
-from jaxreg.experiment import ExperimentConfig
-from jaxreg.train import TrainConfig
+from jaxreg.cv import ExperimentConfig
+from jaxreg.training import TrainConfig
 
 
 def get_config() -> ExperimentConfig:

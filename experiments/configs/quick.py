@@ -1,7 +1,7 @@
 """About five minutes on a 2-core CPU: 320 phantom slices (both directions), 5 folds, 8 epochs, x2 augmentation."""
 
-from jaxreg.experiment import ExperimentConfig
-from jaxreg.train import TrainConfig
+from jaxreg.cv import ExperimentConfig
+from jaxreg.training import TrainConfig
 
 
 def get_config() -> ExperimentConfig:

@@ -1,10 +1,8 @@
 """Seconds: for tests and smoke runs (small phantom, 2 epochs)."""
 
-import dataclasses
-
-from jaxreg.experiment import ExperimentConfig
+from jaxreg.cv import ExperimentConfig
 from jaxreg.models import RegNetConfig
-from jaxreg.train import TrainConfig
+from jaxreg.training import TrainConfig
 
 
 def get_config() -> ExperimentConfig:
@@ -12,6 +10,3 @@ def get_config() -> ExperimentConfig:
     return ExperimentConfig(train=TrainConfig(epochs=2, augment=2, batch_size=4, model=model), num_folds=2,
                             phantom_slices=16, image_size=64)
 
-
-def with_overrides(**kw):
-    return dataclasses.replace(get_config(), **kw)

@@ -5,7 +5,6 @@ from jaxreg.data.pairs import (
     LABELS,
     STRUCTURES,
     PairSet,
-    concat,
     crop,
     kfold_patients,
     motion_center,
@@ -16,7 +15,7 @@ from jaxreg.data.pairs import (
 from jaxreg.data.phantom import phantom_pairs
 
 __all__ = [
-    "DataError", "LABELS", "STRUCTURES", "PairSet", "concat", "crop", "kfold_patients", "load_acdc",
+    "DataError", "LABELS", "STRUCTURES", "PairSet", "crop", "kfold_patients", "load_acdc",
     "load_acdc_pairs", "load_nifti", "load_patient", "motion_center", "normalize_intensity", "parse_info_cfg",
     "phantom_pairs", "split_fold", "uncrop",
 ]

@@ -11,19 +11,17 @@ import gzip
 import logging
 import pathlib
 import zlib
+from struct import error as struct_error
 from typing import Sequence
 
 import numpy as np
 
+from jaxreg.errors import DataError
 from jaxreg.data.pairs import PairSet, crop, crop_center, crop_origin_for, motion_center, normalize_intensity
 
 log = logging.getLogger(__name__)
 
 DIRECTIONS = ("ED->ES", "ES->ED")
-
-
-class DataError(ValueError):
-    """A data file is missing, unreadable or inconsistent; the message names the file and the problem."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,8 +71,12 @@ def parse_info_cfg(path) -> dict:
     return out
 
 
-def load_nifti(path, what: str = "image"):
-    """Reads a 3D NIfTI -> (array, affine 4x4, zooms (3,)); a clear DataError naming the file otherwise."""
+def load_nifti(path, what: str = "image", allow_2d: bool = False):
+    """Reads a 3D NIfTI -> (array, affine 4x4, zooms (3,)); a clear DataError naming the file otherwise.
+
+    allow_2d: a 2D image `(x, y)` is read as one slice `(x, y, 1)` with slice thickness 1. Real-valued voxels only:
+    RGB (structured) and complex images are refused, not silently converted.
+    """
     import nibabel as nib
 
     path = pathlib.Path(path)
@@ -83,14 +85,21 @@ def load_nifti(path, what: str = "image"):
     try:
         img = nib.load(str(path))
         data = np.asanyarray(img.dataobj)
-    except (OSError, EOFError, zlib.error, gzip.BadGzipFile, nib.filebasedimages.ImageFileError, ValueError) as e:
+    except (OSError, EOFError, zlib.error, gzip.BadGzipFile, nib.filebasedimages.ImageFileError, ValueError,
+            TypeError, struct_error) as e:
         raise DataError(f"{path}: unreadable NIfTI ({type(e).__name__}: {e})") from None
+    if data.dtype.fields is not None or data.dtype.kind not in "biuf":
+        kind = "RGB/structured" if data.dtype.fields is not None else data.dtype.name
+        raise DataError(f"{path}: {what} has {kind} voxels; expected one real value per voxel (grey-scale)")
+    zooms = [float(z) for z in img.header.get_zooms()[:3]]
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
+    if allow_2d and data.ndim == 2:
+        data, zooms = data[..., None], zooms[:2] + [1.0]
     if data.ndim != 3:
-        raise DataError(f"{path}: expected a 3D volume (x, y, z), got shape {data.shape}")
-    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
-    return data, np.asarray(img.affine, np.float64), zooms
+        raise DataError(f"{path}: expected a {'2D slice or ' if allow_2d else ''}3D volume (x, y, z), "
+                        f"got shape {data.shape}")
+    return data, np.asarray(img.affine, np.float64), tuple(zooms)
 
 
 def load_patient(patient_dir) -> Patient:

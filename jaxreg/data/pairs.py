@@ -85,22 +85,6 @@ class PairSet:
         return out
 
 
-def concat(sets: Sequence[PairSet]) -> PairSet:
-    """Joins PairSets (same slice size)."""
-    if not sets:
-        raise ValueError("concat needs at least one PairSet")
-    kw = {}
-    for f in dataclasses.fields(PairSet):
-        vals = [getattr(s, f.name) for s in sets]
-        if f.name in ("affines", "skipped"):
-            kw[f.name] = {k: v for d in vals for k, v in d.items()}
-        elif f.name == "true_displacement":
-            kw[f.name] = None if any(v is None for v in vals) else np.concatenate(vals)
-        else:
-            kw[f.name] = np.concatenate(vals)
-    return PairSet(**kw)
-
-
 def normalize_intensity(volume: np.ndarray, lower: float = 1.0, upper: float = 99.0) -> np.ndarray:
     """Robust [0, 1] scaling of one volume: the `lower`/`upper` percentiles map to 0/1, then clip. float32."""
     volume = np.asarray(volume, np.float32)

@@ -1,0 +1,77 @@
+"""The paper's Table 1: delta, alpha, beta varied one at a time (x100, x10, x0.1, x0.01, x0) around the optimum.
+
+`settings(base)` gives the 16 runs (the optimum + 5 factors x 3 weights; the table's 18 cells share the optimum
+row); `table(cells)` the mean +- std per cell over folds and seeds as markdown, with the paper's numbers beside;
+`PAPER_TABLE1` holds those (Hering et al. 2019, Table 1, Dice % / folding %).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from jaxreg.training.config import TrainConfig
+
+TERMS = ("delta", "alpha", "beta")
+FACTORS = (("x100", 100.0), ("x10", 10.0), ("opt", 1.0), ("x0.1", 0.1), ("x0.01", 0.01), ("x0", 0.0))
+SCHEDULES = {"paper": dict(epochs=40, augment=8), "short": dict(epochs=10, augment=2), "tiny": dict(epochs=1, augment=1)}
+
+# (Dice %, folding %) per (term, factor). The x100 row of the delta column is read off the table's layout as
+# printed (cells shifted in the text we have): delta x100 78.2 % / 0.1 %.
+PAPER_TABLE1 = {
+    ("delta", "x100"): (78.2, 0.1), ("alpha", "x100"): (75.4, 0.0), ("beta", "x100"): (86.0, 0.6),
+    ("delta", "x10"): (83.1, 0.7), ("alpha", "x10"): (83.5, 0.2), ("beta", "x10"): (87.2, 0.1),
+    ("delta", "opt"): (86.5, 0.0), ("alpha", "opt"): (86.5, 0.0), ("beta", "opt"): (86.5, 0.0),
+    ("delta", "x0.1"): (85.9, 0.0), ("alpha", "x0.1"): (87.0, 0.2), ("beta", "x0.1"): (85.3, 0.1),
+    ("delta", "x0.01"): (85.5, 0.1), ("alpha", "x0.01"): (87.2, 0.4), ("beta", "x0.01"): (81.6, 0.4),
+    ("delta", "x0"): (83.4, 0.1), ("alpha", "x0"): (0.0, 40.6), ("beta", "x0"): (81.9, 0.4),
+}
+
+
+def settings(base: TrainConfig) -> dict[str, TrainConfig]:
+    """The 16 settings of Table 1 around `base`: {"opt", "delta_x100", ..., "beta_x0"}."""
+    out = {"opt": base}
+    for term in TERMS:
+        for tag, f in FACTORS:
+            if tag != "opt":
+                out[f"{term}_{tag}"] = dataclasses.replace(base, **{term: getattr(base, term) * f})
+    return out
+
+
+def cell(name: str, term: str) -> tuple[str, str]:
+    """(term, factor tag) of a setting name as a cell of the `term` column ("opt" sits in every column)."""
+    return (term, "opt") if name == "opt" else tuple(name.split("_", 1))
+
+
+def summarize_cells(results: dict[str, list[dict]]) -> dict:
+    """{setting: {"dice": mean, "dice_std", "folding", "folding_std", "runs"}} over the runs (folds x seeds) of each
+    setting (results.json dicts)."""
+    out = {}
+    for name, runs in results.items():
+        if not runs:
+            continue
+        d = np.array([r["dice_mean_after"] for r in runs], float)
+        f = np.array([r["folding_percent"] for r in runs], float)
+        out[name] = {"dice": float(d.mean()), "dice_std": float(d.std()), "folding": float(f.mean()),
+                     "folding_std": float(f.std()), "runs": len(runs)}
+    return out
+
+
+def table(cells: dict, header: str) -> str:
+    """Markdown: a row per factor, per weight our Dice and folding (mean +- std over runs) and the paper's."""
+    lines = [header, "", "| factor | " + " | ".join(f"{t} Dice % | {t} folding % | paper {t}" for t in TERMS) + " |",
+             "|---|" + "---|---|---|" * len(TERMS)]
+    for tag, _ in FACTORS:
+        row = []
+        for term in TERMS:
+            r = cells.get("opt" if tag == "opt" else f"{term}_{tag}")
+            pd, pf = PAPER_TABLE1[(term, tag)]
+            if r:
+                row += [f"{100 * r['dice']:.1f} +- {100 * r['dice_std']:.1f}",
+                        f"{r['folding']:.3f} +- {r['folding_std']:.3f}"]
+            else:
+                row += ["-", "-"]
+            row.append(f"{pd:.1f} / {pf:.1f}")
+        lines.append(f"| {tag} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"

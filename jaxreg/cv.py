@@ -1,0 +1,322 @@
+"""Patient-wise cross-validation: the experiment config, one fold end to end, baselines, fold status, CV workers.
+
+An experiment = data + fold + TrainConfig (`ExperimentConfig`). `run_fold` trains fold k on the other folds'
+patients (resumable) and scores its test patients; the run's identity (fold, num_folds, split seed, data source,
+test patients) is stored in experiment.json under the workdir lock and checked on every resume and evaluation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import shutil
+import subprocess
+import time
+
+import jax
+import numpy as np
+
+from jaxreg import classic, evaluation
+from jaxreg.data import load_acdc_pairs, phantom_pairs, split_fold
+from jaxreg.data.pairs import PairSet
+from jaxreg.errors import ConfigError
+from jaxreg.training import loop
+from jaxreg.training import workdir as wd
+from jaxreg.training.config import TrainConfig, check_int, check_number
+
+CROP_ON = ("moving_labels", "fixed_labels", "union", "image")
+
+
+def _f(default, help_text):
+    return dataclasses.field(default=default, metadata={"help": help_text})
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    train: TrainConfig = _f(TrainConfig(), "The training recipe (its fields are flags of their own).")
+    num_folds: int = _f(10, "Patient-wise folds, stratified by pathology group (1: train on all pairs, and the "
+                            "reported scores are on the training pairs: the shipped model).")
+    fold: int = _f(0, "Test fold, 0..num_folds-1.")
+    data_dir: str | None = _f(None, "ACDC-layout folder (patientXXX/...); unset: the synthetic phantom.")
+    phantom_slices: int = _f(320, "Phantom slice pairs per direction (without --data_dir).")
+    image_size: int = _f(112, "Side of the square crops (pixels), a multiple of 16.")
+    crop_on: str = _f("moving_labels", "Where each crop is centred: moving_labels, fixed_labels, union or image.")
+    pixel_mm: float | None = _f(None, "Resample ACDC slices in-plane to this pixel size (mm); unset: native.")
+    fold_seed: int = _f(0, "Seed of the patient split (and of the phantom).")
+
+    def validate(self) -> "ExperimentConfig":
+        """Returns self, or raises ConfigError naming the first bad field (the training recipe included)."""
+        self.train.validate()
+        check_int("num_folds", self.num_folds, minimum=1)
+        check_int("fold", self.fold, minimum=0)
+        if self.fold >= self.num_folds:
+            raise ConfigError(f"fold must be in 0..{self.num_folds - 1} for num_folds {self.num_folds}; got {self.fold}")
+        check_int("phantom_slices", self.phantom_slices, minimum=1)
+        check_int("image_size", self.image_size, minimum=16)
+        if self.image_size % 16:
+            raise ConfigError(f"image_size must be a multiple of 16; got {self.image_size}")
+        if self.crop_on not in CROP_ON:
+            raise ConfigError(f"crop_on must be one of {', '.join(CROP_ON)}; got {self.crop_on!r}")
+        if self.pixel_mm is not None:
+            check_number("pixel_mm", self.pixel_mm, minimum=0.0, strict=True)
+        check_int("fold_seed", self.fold_seed, minimum=0)
+        if self.data_dir is not None and not pathlib.Path(self.data_dir).is_dir():
+            raise ConfigError(f"{self.data_dir}: data folder does not exist (--data_dir)")
+        return self
+
+
+def load_pairs(exp: ExperimentConfig) -> PairSet:
+    if exp.data_dir:
+        return load_acdc_pairs(exp.data_dir, size=exp.image_size, crop_on=exp.crop_on, pixel_mm=exp.pixel_mm)
+    return phantom_pairs(exp.phantom_slices, seed=exp.fold_seed, size=exp.image_size, directions=("ED->ES", "ES->ED"))
+
+
+def split(exp: ExperimentConfig, pairs: PairSet) -> tuple[PairSet, PairSet]:
+    """(train, test) pairs of the experiment's fold; with num_folds 1 both are every pair."""
+    if exp.num_folds > 1:
+        if exp.num_folds > len(pairs.patients):
+            raise ConfigError(f"num_folds {exp.num_folds} exceeds the {len(pairs.patients)} patients of the data")
+        return split_fold(pairs, exp.fold, exp.num_folds, exp.fold_seed)
+    return pairs, pairs
+
+
+def identity(exp: ExperimentConfig, train_pairs: PairSet, test_pairs: PairSet) -> dict:
+    """experiment.json: what makes a workdir's result a result of THIS fold of THIS split of THIS data."""
+    meta = {k: v for k, v in dataclasses.asdict(exp).items() if k not in ("train", "data_dir")}
+    return meta | {"data_dir": exp.data_dir, "data": str(pathlib.Path(exp.data_dir).resolve()) if exp.data_dir
+                   else "phantom", "train_patients": train_pairs.patients, "test_patients": test_pairs.patients,
+                   "skipped_patients": dict(train_pairs.skipped)}
+
+
+def run_fold(exp: ExperimentConfig, workdir, pairs: PairSet | None = None, progress: bool = True,
+             chunk_steps: int | None = None) -> dict:
+    """Trains fold `exp.fold` (resuming from `workdir`), evaluates its test patients; returns results.json's dict.
+
+    Checked before anything is written: the config (ConfigError), the data, the workdir. Then, under the workdir's
+    lock, experiment.json is claimed (a different fold, split or data is refused once a checkpoint exists).
+    A start that fails before its first checkpoint leaves nothing behind.
+    """
+    exp.validate()
+    pairs = load_pairs(exp) if pairs is None else pairs
+    train_pairs, test_pairs = split(exp, pairs)
+    workdir = pathlib.Path(workdir)
+    created = not workdir.exists()
+    workdir = wd.prepare(workdir)
+    try:
+        with wd.lock(workdir):
+            try:
+                wd.claim_identity(workdir, identity(exp, train_pairs, test_pairs))
+                trainer, state = loop.train_locked(exp.train, train_pairs, workdir, progress, chunk_steps=chunk_steps)
+                res, table = evaluation.evaluate(trainer, state["params"], test_pairs)
+                res.update(fold=exp.fold, num_folds=exp.num_folds, train_pairs=len(train_pairs),
+                           data=exp.data_dir or "phantom", test_is_training=exp.num_folds == 1)
+                evaluation.write_results(workdir, res, test_pairs, table)
+            except BaseException:
+                _remove_failed_start(workdir)
+                raise
+    except BaseException:
+        if created and not wd.has_checkpoint(workdir):
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    return res
+
+
+def run_population_fold(exp: ExperimentConfig, members: dict, workdir, pairs: PairSet | None = None,
+                        progress: bool = True, chunk_steps: int | None = None,
+                        member_chunk: int | None = None) -> dict:
+    """`run_fold` for a population: the `{name: TrainConfig}` members trained at once (`train_population`) on fold
+    `exp.fold`, each scored on the test patients; returns `{name: results}`, written to `workdir/<name>/results.json`.
+    """
+    exp.validate()
+    configs = loop.population_configs(list(members.values()))
+    pairs = load_pairs(exp) if pairs is None else pairs
+    train_pairs, test_pairs = split(exp, pairs)
+    workdir = pathlib.Path(workdir)
+    created = not workdir.exists()
+    workdir = wd.prepare(workdir)
+    out = {}
+    try:
+        with wd.lock(workdir):
+            try:
+                wd.claim_identity(workdir, identity(exp, train_pairs, test_pairs) | {"members": list(members)})
+                trainer, states, active = loop.train_population_locked(configs, train_pairs, workdir, progress,
+                                                                       chunk_steps, member_chunk)
+                for k, name in enumerate(members):
+                    params = jax.tree.map(lambda x: x[k], states["params"])
+                    res, table = evaluation.evaluate(trainer, params, test_pairs)
+                    res.update(fold=exp.fold, num_folds=exp.num_folds, train_pairs=len(train_pairs),
+                               data=exp.data_dir or "phantom", member=k, setting=name, frozen=not bool(active[k]),
+                               **{w: getattr(configs[k], w) for w in ("delta", "alpha", "beta", "seed")})
+                    evaluation.write_results(workdir / name, res, test_pairs, table)
+                    out[name] = res
+            except BaseException:
+                _remove_failed_start(workdir)
+                raise
+    except BaseException:
+        if created and not wd.has_checkpoint(workdir):
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    return out
+
+
+def _remove_failed_start(workdir: pathlib.Path) -> None:
+    """Before the first checkpoint there is nothing to resume: the records of a failed start are removed."""
+    if wd.has_checkpoint(workdir):
+        return
+    for name in ("config.json", "experiment.json", "metrics.jsonl"):
+        (workdir / name).unlink(missing_ok=True)
+    ck = workdir / "checkpoints"
+    if ck.is_dir() and not any(ck.iterdir()):
+        ck.rmdir()
+
+
+def finished_result(workdir, num_folds: int) -> dict | None:
+    """The fold result in `workdir/results.json` if it is one of a `num_folds` CV (not an --all_pairs evaluation)."""
+    path = pathlib.Path(workdir) / "results.json"
+    try:
+        res = wd.read_json(path, "results") if path.is_file() else {}
+    except Exception:  # noqa: BLE001 - an unreadable result is no finished fold
+        return None
+    return res if res.get("num_folds") == num_folds and not res.get("all_pairs") else None
+
+
+def check_test_patients(workdir, exp: ExperimentConfig, pairs: PairSet) -> PairSet:
+    """The fold's test pairs, after checking that `pairs` splits into the test patients experiment.json records
+    (else ConfigError: the model would be scored on other patients, maybe its own training patients)."""
+    meta = wd.read_json(pathlib.Path(workdir) / "experiment.json", "experiment record (experiment.json)")
+    if "test_patients" not in meta:
+        raise ConfigError(f"{pathlib.Path(workdir) / 'experiment.json'}: no test_patients entry")
+    _, test = split(exp, pairs)
+    if sorted(test.patients) != sorted(meta["test_patients"]):
+        missing = sorted(set(meta["test_patients"]) - set(test.patients))
+        raise ConfigError(f"{pathlib.Path(workdir) / 'experiment.json'}: the data ({exp.data_dir or 'phantom'}) "
+                          f"splits fold {exp.fold} into other test patients than the run recorded"
+                          f"{' (missing: ' + ', '.join(missing[:3]) + ')' if missing else ''}")
+    return test
+
+
+def experiment_of(workdir, data_dir: str | None = None) -> ExperimentConfig:
+    """The ExperimentConfig a training workdir was run with (experiment.json + config.json)."""
+    workdir = pathlib.Path(workdir)
+    meta = wd.read_json(workdir / "experiment.json", "experiment record (experiment.json)")
+    cfg = wd.read_config(workdir)
+    fields = {k: meta[k] for k in ExperimentConfig.__dataclass_fields__ if k in meta and k != "train"}
+    try:
+        exp = ExperimentConfig(train=cfg[0] if isinstance(cfg, list) else cfg, **fields)
+    except TypeError as e:
+        raise ConfigError(f"{workdir / 'experiment.json'}: not an experiment record ({e})") from None
+    return dataclasses.replace(exp, data_dir=data_dir) if data_dir else exp
+
+
+def predict_test_pairs(workdir, pairs: PairSet, exp: ExperimentConfig | None = None) -> tuple[PairSet, np.ndarray]:
+    """A fold's test pairs (checked against experiment.json) and its network's displacements `(N, *S, nd)` px."""
+    exp = experiment_of(workdir) if exp is None else exp
+    test = check_test_patients(workdir, exp, pairs)
+    trainer, params = wd.load_trained(workdir, test.fixed.shape[1:])
+    return test, evaluation.predict(trainer, params, test.fixed, test.moving)
+
+
+BASELINES = ("classic", "refine")  # methods scored beside the network on a fold's test pairs (no labels used)
+
+
+def evaluate_baselines(workdir, pairs: PairSet, u_net, meta: dict | None = None,
+                       cfg: classic.ClassicConfig = classic.ClassicConfig()) -> dict:
+    """`jaxreg.classic` alone and instance refinement of the network's field, on a fold's test pairs.
+
+    u_net: the network's displacements `(N, *S, nd)` pixels for `pairs`. Returns `{method: (results, u)}` for
+    `BASELINES`; writes `results_{method}.json` (with `meta`, e.g. the fold) and `pairs_{method}.csv` into workdir.
+    Times include compilation (one batched call per method).
+    """
+    runs = {"classic": lambda: classic.register_batch(pairs.fixed, pairs.moving, cfg)[0],
+            "refine": lambda: classic.refine_batch(pairs.fixed, pairs.moving, u_net, cfg)[0]}
+    out = {}
+    for method in BASELINES:
+        t0 = time.perf_counter()
+        u = np.asarray(runs[method]())
+        table = evaluation.pair_table(pairs, u)
+        res = evaluation.summarize(pairs, table, time.perf_counter() - t0, method=method)
+        res.update(meta or {}, seconds_include_compile=True, classic_config=dataclasses.asdict(cfg))
+        evaluation.write_results(workdir, res, pairs, table)
+        out[method] = (res, u)
+    return out
+
+
+def baseline_result(workdir, method: str, network_result: dict) -> dict | None:
+    """`workdir/results_{method}.json` if it scores the same test pairs as the fold's network result, else None."""
+    path = evaluation.results_path(workdir, method)
+    try:
+        res = wd.read_json(path, "results") if path.is_file() else {}
+    except Exception:  # noqa: BLE001 - unreadable: not done
+        return None
+    return res if res.get("pairs") == network_result.get("pairs") and res.get("method") == method else None
+
+
+def fold_status(workdir, num_folds: int) -> str:
+    """One line on a fold's workdir without loading data or JAX state: finished (its Dice), at epoch k, or not started.
+
+    Reads `finished_result`, else `config.json` and `metrics.jsonl` (the time left: the median of the last five
+    epochs' seconds).
+    """
+    workdir = pathlib.Path(workdir)
+    res = finished_result(workdir, num_folds)
+    if res is not None:
+        return (f"finished: Dice {100 * res['dice_mean_after']:.1f}% (before {100 * res['dice_mean_before']:.1f}%), "
+                f"folding {res['folding_percent']:.3f}%")
+    cfg_path, log_path = workdir / "config.json", workdir / "metrics.jsonl"
+    if not cfg_path.is_file():
+        return "not started"
+    try:
+        epochs = wd.read_json(cfg_path, "training config").get("epochs", "?")
+    except Exception:  # noqa: BLE001
+        epochs = "?"
+    recs = wd.read_metrics(log_path)
+    if not recs:
+        return f"started, no epoch finished (of {epochs})"
+    rec = recs[-1]
+    out = f"training: epoch {rec['epoch']} of {epochs} done, label term {rec.get('label', float('nan')):.4f}"
+    seconds = [r["seconds"] for r in recs[-5:] if "seconds" in r]  # the recent pace (a resumed run restarts it)
+    if seconds and isinstance(epochs, int):
+        pace = float(np.median(seconds))
+        out += f"; ~{(epochs - rec['epoch']) * pace / 3600:.1f} h left at {pace:.0f} s/epoch"
+    return out
+
+
+def worker_plan(folds, workers: int, cpus) -> list[tuple[list[int], list[int]]]:
+    """Folds dealt round-robin to `workers` processes, `cpus` split into as many disjoint contiguous groups.
+
+    Returns `[(folds_k, cpus_k)]` for the workers that get a fold (at most `len(folds)` of them).
+    """
+    folds, cpus = list(folds), sorted(cpus)
+    if workers < 1:
+        raise ConfigError(f"--workers must be >= 1; got {workers}")
+    if workers > len(cpus):
+        raise ConfigError(f"--workers {workers} needs at least {workers} CPUs; this process may use {len(cpus)} "
+                          f"({cpus})")
+    n = min(workers, len(folds))
+    if n == 0:
+        return []
+    # contiguous CPU groups, sized as evenly as possible, one per worker that has folds
+    bounds = [round(i * len(cpus) / n) for i in range(n + 1)]
+    return [(folds[i::n], cpus[bounds[i]:bounds[i + 1]]) for i in range(n)]
+
+
+def run_pinned(commands, cpu_sets, logs, cwd=None) -> list[int]:
+    """Runs the commands at once, each pinned to its CPU set (Linux), its stdout+stderr appended to its log.
+
+    Waits for all of them and returns their exit codes; on KeyboardInterrupt, terminates them (training resumes
+    from the last epoch's checkpoint).
+    """
+    procs = []
+    try:
+        for cmd, cpus, log in zip(commands, cpu_sets, logs, strict=True):
+            pin = (lambda c=tuple(cpus): os.sched_setaffinity(0, c)) if hasattr(os, "sched_setaffinity") else None
+            with open(log, "a") as f:
+                procs.append(subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=cwd, preexec_fn=pin))
+        return [p.wait() for p in procs]
+    except BaseException:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait()
+        raise

@@ -1,0 +1,229 @@
+"""The training step, pure: augmentation, the multi-level loss (`jaxreg.objective`) with its weights as data, Adam.
+
+`Trainer` holds the model, the optimiser, the device mesh and the jitted programs built from these functions:
+    step(state, fixed, moving, fixed_labels, moving_labels, key, deform, weights) -> (state, metrics)
+    run_steps(state, data, index, deform, keys, valid, weights)  # a chunk of steps as one lax.scan
+    fields(params, fixed, moving) -> u `(B, *S, nd)` pixels (inference, chunked on CPU)
+and their population forms over P members stacked on a leading axis (`population_run_steps`). Loss weights are
+arrays (`objective.weights`), so one compiled program serves every (delta, alpha, beta).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from jaxreg import objective
+from jaxreg.data import augment as augment_lib
+from jaxreg.models import RegNet, dense_fields, finest_displacement
+from jaxreg.training.config import TrainConfig
+
+NUM_CLASSES = 4
+
+
+def loss_weights(cfg: TrainConfig) -> dict:
+    """The recipe's weights as arrays (`objective.weights`): delta, alpha * curvature_scale, beta."""
+    return objective.weights(cfg.delta, cfg.alpha, cfg.beta, cfg.curvature_scale)
+
+
+def loss_fn(params, model: RegNet, batch, weights: dict, cfg: TrainConfig):
+    """Batch mean of sum over levels of delta*D + alpha_eff*R + beta*B; returns (loss, unweighted terms)."""
+    fixed, moving, fixed_oh, moving_oh = batch
+    fields = dense_fields(model.apply(params, fixed, moving), fixed.shape[1:], cfg.model)
+    terms = objective.multilevel_terms(fields, fixed, moving, fixed_oh, moving_oh, cfg.model.level_factors,
+                                       cfg.level_weights, cfg.epsilon, cfg.squared_ngf)
+    return objective.combine(terms, weights), terms
+
+
+def learning_rate_schedule(cfg: TrainConfig, steps_per_epoch: int):
+    """The Adam step size: a float for "constant", an optax schedule (step -> lr) for "cosine"."""
+    if cfg.lr_schedule == "constant":
+        return cfg.learning_rate
+    if cfg.lr_schedule == "cosine":
+        return optax.cosine_decay_schedule(cfg.learning_rate, max(cfg.epochs * steps_per_epoch, 1))
+    raise ValueError(f"lr_schedule must be 'constant' or 'cosine'; got {cfg.lr_schedule!r}")
+
+
+def prepare_batch(key, fixed, moving, fixed_labels, moving_labels, deform, cfg: TrainConfig):
+    """Images `(B, *S)`, int labels -> (fixed, moving, one-hot, one-hot), freshly deformed where `deform`."""
+    aug = augment_lib.augment_batch(key, fixed, moving, fixed_labels, moving_labels, NUM_CLASSES,
+                                    cfg.augment_stride, cfg.augment_max_disp)
+    plain = augment_lib.onehot_pair(fixed, moving, fixed_labels, moving_labels, NUM_CLASSES)
+    return jax.tree.map(lambda a, b: jnp.where(deform, a, b), aug, plain)
+
+
+def apply_step(state, batch, weights, model, tx, cfg: TrainConfig):
+    """One Adam step of one member on a prepared batch -> (new state, metrics {loss, ngf, curvature, label})."""
+    (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], model, batch, weights, cfg)
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, dict(terms, loss=loss)
+
+
+def apply_population_step(states, batch, weights, active, model, tx, cfg: TrainConfig, member_chunk: int):
+    """`apply_step` for P stacked members on ONE batch (common random numbers).
+
+    states, weights: pytrees with a leading member axis P; active `(P,)` bool. A member whose loss or update is
+    not finite keeps its old state and becomes inactive (frozen); an inactive member is not updated.
+    `member_chunk` members are vmapped together, the chunks run one after another (`lax.map`): 1 suits a CPU,
+    P a GPU. Returns (states, metrics `(P,)` each, active).
+    """
+    def one(args):
+        state, w, on = args
+        new, m = apply_step(state, batch, w, model, tx, cfg)
+        finite = jnp.isfinite(m["loss"]) & jnp.all(jnp.stack(
+            [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(new["params"])]))
+        keep = on & finite
+        new = jax.tree.map(lambda a, b: jnp.where(keep, a, b), new, state)
+        return new, m, keep
+
+    members = active.shape[0]
+    if member_chunk >= members:
+        return jax.vmap(one)((states, weights, active))
+    return jax.lax.map(one, (states, weights, active), batch_size=member_chunk if member_chunk > 1 else None)
+
+
+@dataclasses.dataclass
+class Trainer:
+    """The jitted programs of one recipe (model, optimiser, shardings); pure functions underneath."""
+
+    cfg: TrainConfig
+    image_shape: tuple
+    steps_per_epoch: int = 1  # sets the length of a decaying learning-rate schedule
+    # inference: pairs per lax.map chunk on each device, keeping a CPU core's activations in cache (8 on CPU; None on
+    # an accelerator: the whole shard at once, which a GPU wants)
+    infer_chunk: int | None = None
+    member_chunk: int | None = None  # population members vmapped together (None: 1 on CPU, all on an accelerator)
+
+    def __post_init__(self):
+        self.model = RegNet(self.cfg.model)
+        self.tx = optax.adam(learning_rate_schedule(self.cfg, self.steps_per_epoch))
+        devices = jax.devices()
+        accelerator = devices[0].platform != "cpu"
+        if self.infer_chunk is None:
+            self.infer_chunk = 2**31 - 1 if accelerator else 8
+        if self.member_chunk is None:
+            self.member_chunk = 2**31 - 1 if accelerator else 1
+        self.mesh = jax.make_mesh((len(devices),), ("data",), devices=devices,
+                                  axis_types=(jax.sharding.AxisType.Auto,))
+        self.data_sharding = NamedSharding(self.mesh, P("data"))
+        self.replicated = NamedSharding(self.mesh, P())
+        self.step = jax.jit(self._step, donate_argnums=(0,))
+        self.run_steps = jax.jit(self._run_steps, donate_argnums=(0,))
+        self.population_run_steps = jax.jit(self._population_run_steps, donate_argnums=(0, 1))
+        self.eval_fields = jax.jit(self.fields)
+
+    @property
+    def num_devices(self) -> int:
+        return self.mesh.devices.size
+
+    def init_state(self, seed: int | None = None) -> dict:
+        """Parameters from `seed` (default the config's), Adam state, step 0; replicated over the devices."""
+        x = jnp.zeros((1,) + tuple(self.image_shape), jnp.float32)
+        params = self.model.init(jax.random.key(self.cfg.seed if seed is None else seed), x, x)
+        state = {"params": params, "opt_state": self.tx.init(params), "step": jnp.zeros((), jnp.int32)}
+        return jax.device_put(state, self.replicated)
+
+    def _step(self, state, fixed, moving, fixed_labels, moving_labels, key, deform, weights):
+        batch = prepare_batch(key, fixed, moving, fixed_labels, moving_labels, deform, self.cfg)
+        return apply_step(state, batch, weights, self.model, self.tx, self.cfg)
+
+    def _gather(self, data, idx):
+        """The batch `idx` `(B,)` of the device-resident training set, sharded over the devices."""
+        arrays = [jnp.take(a, idx, axis=0) for a in data]
+        if self.num_devices > 1:
+            arrays = [jax.lax.with_sharding_constraint(a, self.data_sharding) for a in arrays]
+        return arrays
+
+    def _run_steps(self, state, data, index, deform, keys, valid, weights):
+        """`len(index)` steps as one scan over the device-resident training set.
+
+        data: (fixed, moving, fixed_labels, moving_labels) `(N, *S)`; index `(T, B)` int; deform, valid `(T,)`
+        bool; keys `(T,)`. A step with valid False changes nothing (pads the last chunk of an epoch, so every chunk
+        has one length and compiles once). Returns (state, metrics `(T,)` each; 0 where not valid).
+        """
+        def body(state, xs):
+            idx, flag, key, ok = xs
+
+            def run(state):
+                return self._step(state, *self._gather(data, idx), key, flag, weights)
+
+            def skip(state):
+                return state, {k: jnp.zeros((), jnp.float32) for k in (*objective.TERMS, "loss")}
+
+            return jax.lax.cond(ok, run, skip, state)
+
+        return jax.lax.scan(body, state, (index, deform, keys, valid))
+
+    def _population_run_steps(self, states, active, data, index, deform, keys, valid, weights):
+        """`_run_steps` for P stacked members seeing the same batches and augmentations (common random numbers);
+        returns (states, active, metrics `(T, P)` each)."""
+        members = active.shape[0]
+
+        def body(carry, xs):
+            idx, flag, key, ok = xs
+
+            def run(carry):
+                states, active = carry
+                f, m, fl, ml = self._gather(data, idx)
+                batch = prepare_batch(key, f, m, fl, ml, flag, self.cfg)  # once for all members
+                states, metrics, active = apply_population_step(states, batch, weights, active, self.model,
+                                                                self.tx, self.cfg, self.member_chunk)
+                return (states, active), metrics
+
+            def skip(carry):
+                return carry, {k: jnp.zeros((members,), jnp.float32) for k in (*objective.TERMS, "loss")}
+
+            return jax.lax.cond(ok, run, skip, carry)
+
+        (states, active), metrics = jax.lax.scan(body, (states, active), (index, deform, keys, valid))
+        return states, active, metrics
+
+    def fields(self, params, fixed, moving):
+        """Finest-level displacements `(B, *S, nd)` pixels for `(B, *S)` images (jit-able; chunked on CPU)."""
+        def chunked(params, f, m):
+            def one(f, m):
+                return finest_displacement(self.model.apply(params, f, m), f.shape[1:], self.cfg.model)
+
+            if f.shape[0] <= self.infer_chunk:
+                return one(f, m)
+            # chunks of `infer_chunk` pairs in sequence (lax.map vmaps within a chunk, remainder included), so each
+            # chunk's activations stay in cache
+            return jax.lax.map(lambda fm: one(fm[0][None], fm[1][None])[0], (f, m), batch_size=self.infer_chunk)
+
+        if self.num_devices > 1 and fixed.shape[0] % self.num_devices == 0:
+            # data parallel: each device runs its shard of the batch in chunks
+            return jax.shard_map(chunked, mesh=self.mesh, in_specs=(P(), P("data"), P("data")),
+                                 out_specs=P("data"))(params, fixed, moving)
+        return chunked(params, fixed, moving)
+
+    def upload(self, *arrays):
+        """Arrays put once on every device (the training set of a device-resident loop)."""
+        return [jax.device_put(a, self.replicated) for a in arrays]
+
+    def shard_batch(self, *arrays):
+        return [jax.device_put(a, self.data_sharding) for a in arrays]
+
+
+def steps_of(n: int, cfg: TrainConfig) -> int:
+    """Steps in one epoch of `n` training pairs (the ragged tail of each epoch is dropped)."""
+    return (n * cfg.augment) // cfg.batch_size
+
+
+def stack(trees):
+    """Pytrees of one structure -> one pytree with a leading member axis."""
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def unstack(tree, k: int):
+    """Member `k` of a stacked pytree."""
+    return jax.tree.map(lambda x: x[k], tree)
+
+
+__all__ = ["NUM_CLASSES", "Trainer", "apply_population_step", "apply_step", "learning_rate_schedule", "loss_fn",
+           "loss_weights", "prepare_batch", "stack", "steps_of", "unstack"]
