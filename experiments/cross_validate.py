@@ -83,9 +83,23 @@ def main(argv):
     print(f"wrote {root / 'cv_results.json'} and {root / 'cv_results.md'}")
 
 
+def _folds(exp):
+    """--folds as ints in 0..num_folds-1 (ConfigError otherwise); default all."""
+    if not FLAGS.folds:
+        return list(range(exp.num_folds))
+    try:
+        folds = [int(f) for f in FLAGS.folds]
+    except ValueError:
+        raise ConfigError(f"--folds: expected comma-separated integers; got {','.join(FLAGS.folds)!r}") from None
+    bad = [f for f in folds if not 0 <= f < exp.num_folds]
+    if bad:
+        raise ConfigError(f"--folds: {bad} outside 0..{exp.num_folds - 1} (num_folds {exp.num_folds})")
+    return folds
+
+
 def _test_patients(workdir):
     path = workdir / "experiment.json"
-    return json.loads(path.read_text()).get("test_patients") if path.is_file() else None
+    return wd.read_json(path, "experiment record").get("test_patients") if path.is_file() else None
 
 
 def _score_baselines(exp, root, folds, results, pairs):

@@ -167,7 +167,8 @@ def population_configs(members: Sequence[TrainConfig]) -> list[TrainConfig]:
 
 
 def train_population(members: Sequence[TrainConfig], train_pairs: PairSet, workdir, progress: bool = True,
-                     chunk_steps: int | None = None, member_chunk: int | None = None):
+                     chunk_steps: int | None = None, member_chunk: int | None = None,
+                     on_epoch: Callable[[int, list], Any] | None = None):
     """Trains P members at once in `workdir`: returns (trainer, stacked states, active `(P,)`).
 
     Members differ in loss weights and initialisation seed; all see the same batches and augmentations (the first
@@ -180,10 +181,11 @@ def train_population(members: Sequence[TrainConfig], train_pairs: PairSet, workd
     members = population_configs(members)
     workdir = wd.prepare(workdir)
     with wd.lock(workdir):
-        return train_population_locked(members, train_pairs, workdir, progress, chunk_steps, member_chunk)
+        return train_population_locked(members, train_pairs, workdir, progress, chunk_steps, member_chunk, on_epoch)
 
 
-def train_population_locked(members, train_pairs, workdir, progress=True, chunk_steps=None, member_chunk=None):
+def train_population_locked(members, train_pairs, workdir, progress=True, chunk_steps=None, member_chunk=None,
+                            on_epoch=None):
     """`train_population` for a caller holding `workdir.lock(workdir)`; `members` from `population_configs`."""
     cfg = members[0]
     n = len(train_pairs)
@@ -238,5 +240,7 @@ def train_population_locked(members, train_pairs, workdir, progress=True, chunk_
         ckpt.save(epoch, {"members": states, "active": active})
         print(f"epoch {epoch + 1}/{cfg.epochs}: {P} members in {seconds:.1f} s, label term "
               + " ".join(f"{r['label']:.4f}" for r in recs), file=sys.stderr, flush=True)
+        if on_epoch is not None:
+            on_epoch(epoch, recs)
     ckpt.close()
     return trainer, states, np.asarray(active)
