@@ -1,7 +1,8 @@
 """`run`: every entry point's `absl.app.run`, turning bad input into a one-line error instead of a traceback.
 
 Bad input is a `jaxreg.errors.UserError` (files, flags, config fields, workdirs) or a flag that does not parse:
-`error: ...` on stderr, exit status 2. SIGINT exits 130 and SIGTERM 143, after `finally` blocks ran. Anything else
+`error: ...` on stderr, exit status 2. SIGINT exits 130 and SIGTERM 143 after the registered clean-ups
+(`jaxreg.runtime.signals`); a killed training resumes from its last checkpoint. Anything else
 is a bug and keeps its traceback. Also the flags every entry point shares, applied before any JAX work:
 `--cpu_devices`, `--compile_cache`, `--eigen_convolutions`.
 """
@@ -10,7 +11,7 @@ import sys
 
 from absl import app, flags
 
-from jaxreg.errors import ConfigError, Interrupted, UserError
+from jaxreg.errors import ConfigError, UserError
 from jaxreg.runtime import compile_cache, signals, xla_cpu
 
 flags.DEFINE_integer("cpu_devices", 1, "Split the host CPU into this many JAX devices (jax_num_cpu_devices): "
@@ -38,7 +39,7 @@ def run(main):
     """`absl.app.run(main)`, printing `error: ...` (exit status 2) instead of a traceback for a UserError."""
 
     def checked(argv):
-        with signals.terminate_as_exception():
+        with signals.handle_signals():
             try:
                 if flags.FLAGS.cpu_devices < 1:
                     raise ConfigError(f"--cpu_devices must be >= 1; got {flags.FLAGS.cpu_devices}")
@@ -53,7 +54,5 @@ def run(main):
             except UserError as e:
                 print(f"error: {e}", file=sys.stderr)
                 sys.exit(2)
-            except (KeyboardInterrupt, Interrupted) as e:
-                signals.exit_interrupted(e)
 
     app.run(checked, flags_parser=_parse_flags)

@@ -25,7 +25,8 @@ import time
 
 import numpy as np
 
-from jaxreg.errors import Interrupted, UserError
+from jaxreg.errors import UserError
+from jaxreg.runtime import signals
 
 SIZE = 112
 
@@ -109,19 +110,24 @@ def _commit_output(tmp: pathlib.Path, out: pathlib.Path) -> None:
     """Writes the MARKER, then puts `tmp` at `out` by rename; an old `out` is moved aside first, deleted last."""
     files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if not p.is_dir())
     (tmp / MARKER).write_text(json.dumps({"written_by": "jaxreg register", "files": files}, indent=1))
-    old = None
-    if out.exists():
-        old = pathlib.Path(tempfile.mkdtemp(prefix=".jaxreg-old-", dir=out.parent))
-        old.rmdir()
-        os.rename(out, old)
-    try:
+    if not out.exists():
         os.rename(tmp, out)
-    except BaseException:
-        if old is not None:
-            os.rename(old, out)  # the previous output comes back unchanged
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        return
+    old = pathlib.Path(tempfile.mkdtemp(prefix=".jaxreg-old-", dir=out.parent))
+    old.rmdir()
+
+    def restore():  # the previous output comes back unchanged
+        if old.exists() and not out.exists():
+            os.rename(old, out)
+
+    with signals.cleanup_on_signal(restore):
+        os.rename(out, old)
+        try:
+            os.rename(tmp, out)
+        except BaseException:
+            restore()
+            raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _json_safe(x):
@@ -295,6 +301,11 @@ def cmd_register(args) -> int:
 
         model = load_model(args.model)  # a broken model folder: a UserError naming its file
     tmp = _new_output_folder(out)
+    with signals.cleanup_on_signal(lambda: shutil.rmtree(tmp, ignore_errors=True)):
+        return _register_into(args, model, tmp, out)
+
+
+def _register_into(args, model, tmp, out) -> int:
     try:
         if args.data_dir is None:
             rep = _write_pair(tmp, args.fixed, args.moving, args.moving_labels, args.fixed_labels, args, model)
@@ -373,22 +384,18 @@ def build_parser():
 
 
 def main(argv=None) -> int:
-    from jaxreg.runtime import signals
-
     args = build_parser().parse_args(argv)
     from jaxreg.runtime import compile_cache, xla_cpu
 
     if args.eigen_convolutions:
         xla_cpu.prefer_eigen_convolutions()  # before the backends start
     compile_cache.enable(args.compile_cache)  # before the first compilation
-    with signals.terminate_as_exception():
+    with signals.handle_signals():  # SIGINT 130, SIGTERM 143, the temporary output removed first
         try:
             return cmd_register(args)
         except UserError as e:
             print(f"jaxreg: error: {e}", file=sys.stderr)
             return 2
-        except (KeyboardInterrupt, Interrupted) as e:  # temporary output already removed by cmd_register
-            signals.exit_interrupted(e, "jaxreg: ")
 
 
 if __name__ == "__main__":

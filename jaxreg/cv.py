@@ -21,6 +21,7 @@ from jaxreg import classic, evaluation
 from jaxreg.data import load_acdc_pairs, phantom_pairs, split_fold
 from jaxreg.data.pairs import PairSet
 from jaxreg.errors import ConfigError
+from jaxreg.runtime import signals
 from jaxreg.training import loop
 from jaxreg.training import workdir as wd
 from jaxreg.training.config import TrainConfig, check_int, check_number
@@ -104,7 +105,7 @@ def run_fold(exp: ExperimentConfig, workdir, pairs: PairSet | None = None, progr
     created = not workdir.exists()
     workdir = wd.prepare(workdir)
     try:
-        with wd.lock(workdir):
+        with wd.lock(workdir), signals.cleanup_on_signal(lambda: _remove_failed_start(workdir, created)):
             try:
                 wd.claim_identity(workdir, identity(exp, train_pairs, test_pairs))
                 trainer, state = loop.train_locked(exp.train, train_pairs, workdir, progress, chunk_steps=chunk_steps)
@@ -116,8 +117,8 @@ def run_fold(exp: ExperimentConfig, workdir, pairs: PairSet | None = None, progr
                 _remove_failed_start(workdir)
                 raise
     except BaseException:
-        if created and not wd.has_checkpoint(workdir):
-            shutil.rmtree(workdir, ignore_errors=True)
+        if created:  # (a busy workdir was not ours: its files are left alone)
+            _remove_failed_start(workdir, True)
         raise
     return res
 
@@ -137,7 +138,7 @@ def run_population_fold(exp: ExperimentConfig, members: dict, workdir, pairs: Pa
     workdir = wd.prepare(workdir)
     out = {}
     try:
-        with wd.lock(workdir):
+        with wd.lock(workdir), signals.cleanup_on_signal(lambda: _remove_failed_start(workdir, created)):
             try:
                 wd.claim_identity(workdir, identity(exp, train_pairs, test_pairs) | {"members": list(members)})
                 trainer, states, active = loop.train_population_locked(configs, train_pairs, workdir, progress,
@@ -154,21 +155,22 @@ def run_population_fold(exp: ExperimentConfig, members: dict, workdir, pairs: Pa
                 _remove_failed_start(workdir)
                 raise
     except BaseException:
-        if created and not wd.has_checkpoint(workdir):
-            shutil.rmtree(workdir, ignore_errors=True)
+        if created:  # (a busy workdir was not ours: its files are left alone)
+            _remove_failed_start(workdir, True)
         raise
     return out
 
 
-def _remove_failed_start(workdir: pathlib.Path) -> None:
-    """Before the first checkpoint there is nothing to resume: the records of a failed start are removed."""
+def _remove_failed_start(workdir: pathlib.Path, created: bool = False) -> None:
+    """Before the first checkpoint there is nothing to resume: the records of a failed (or interrupted) start are
+    removed, and the workdir itself if this start created it."""
     if wd.has_checkpoint(workdir):
         return
     for name in ("config.json", "experiment.json", "metrics.jsonl"):
         (workdir / name).unlink(missing_ok=True)
-    ck = workdir / "checkpoints"
-    if ck.is_dir() and not any(ck.iterdir()):
-        ck.rmdir()
+    shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
+    if created:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def finished_result(workdir, num_folds: int) -> dict | None:

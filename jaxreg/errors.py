@@ -26,6 +26,3 @@ class OutputPathError(UserError):
 class TrainingDiverged(UserError, FloatingPointError):
     """The training loss became NaN or infinite (names the step; usually a learning rate or weight too large)."""
 
-
-class Interrupted(BaseException):
-    """SIGTERM turned into an exception so that `finally` blocks remove temporary files (exit status 143)."""

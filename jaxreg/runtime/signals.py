@@ -1,8 +1,10 @@
-"""SIGINT/SIGTERM for the commands: `finally` blocks run (temporary files removed), then exit 130 / 143 at once.
+"""SIGINT/SIGTERM for the commands: registered clean-ups run (temporary files removed), then exit 130 / 143 at once.
 
-SIGTERM becomes `jaxreg.errors.Interrupted` (SIGINT already is KeyboardInterrupt). The exit after an interrupt is
-`os._exit`: a normal interpreter shutdown while XLA's worker threads are still busy with an interrupted
-computation can crash the process (SIGSEGV, seen on Ctrl-C during `jaxreg register`).
+Why not exceptions: Python runs a signal handler between any two bytecodes of the main thread, also inside a garbage
+collector callback, where an exception raised by the handler is printed as "Exception ignored" and lost (seen
+with SIGTERM during `jaxreg register`: the process went on). And a normal interpreter shutdown while XLA's worker
+threads are still busy can crash it (SIGSEGV, seen on Ctrl-C). So the handler itself runs the clean-ups that
+the running command registered (`cleanup_on_signal`) and ends the process with `os._exit`.
 """
 
 from __future__ import annotations
@@ -12,34 +14,43 @@ import os
 import signal
 import sys
 
-from jaxreg.errors import Interrupted
-
-EXIT_SIGINT, EXIT_SIGTERM = 130, 143
-
-
-def _raise_interrupted(signum, frame):
-    del frame
-    raise Interrupted(signal.Signals(signum).name)
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+_cleanups: list = []
 
 
 @contextlib.contextmanager
-def terminate_as_exception():
-    """Within the block SIGTERM raises `Interrupted` in the main thread (the previous handler is restored after)."""
+def cleanup_on_signal(fn):
+    """Within the block, `fn()` runs if SIGINT/SIGTERM ends the process (innermost first)."""
+    _cleanups.append(fn)
     try:
-        previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+        yield
+    finally:
+        _cleanups.remove(fn)
+
+
+def _handler(signum, frame):
+    del frame
+    for fn in reversed(list(_cleanups)):
+        try:
+            fn()
+        except Exception:  # noqa: BLE001 - exiting anyway; one failed clean-up must not stop the others
+            pass
+    print(f"interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_CODES[signal.Signals(signum)])
+
+
+@contextlib.contextmanager
+def handle_signals():
+    """Within the block SIGINT and SIGTERM run the clean-ups and exit 130 / 143 (previous handlers restored after)."""
+    try:
+        previous = {s: signal.signal(s, _handler) for s in EXIT_CODES}
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def exit_interrupted(exc: BaseException, prefix: str = "") -> None:
-    """Prints `interrupted` and ends the process now: 130 for KeyboardInterrupt (SIGINT), 143 for SIGTERM."""
-    code = EXIT_SIGTERM if isinstance(exc, Interrupted) else EXIT_SIGINT
-    print(f"{prefix}interrupted ({'SIGTERM' if code == EXIT_SIGTERM else 'SIGINT'})", file=sys.stderr)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+        for s, h in previous.items():
+            signal.signal(s, h)

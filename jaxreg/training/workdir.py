@@ -148,6 +148,20 @@ def claim_identity(workdir, identity: dict) -> None:
     write_json(path, identity)
 
 
+@contextlib.contextmanager
+def _quiet_orbax():
+    """Orbax logs an unreadable checkpoint as errors and tracebacks; `restore_latest` reports it in one line."""
+    quiet = [logging.getLogger(n) for n in ("absl", "orbax", "asyncio", "jax")]
+    levels = [lg.level for lg in quiet]
+    for lg in quiet:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, lv in zip(quiet, levels):
+            lg.setLevel(lv)
+
+
 class Checkpoints:
     """Orbax CheckpointManager: one checkpoint per epoch (the whole state, or a population's), keep the last few."""
 
@@ -156,12 +170,14 @@ class Checkpoints:
 
         self.ocp = ocp
         self.dir = (pathlib.Path(workdir) / "checkpoints").absolute()
-        self.mngr = ocp.CheckpointManager(
-            self.dir, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                                           enable_async_checkpointing=False))
+        with _quiet_orbax():
+            self.mngr = ocp.CheckpointManager(
+                self.dir, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                                               enable_async_checkpointing=False))
 
     def epochs(self) -> list[int]:
-        return sorted(self.mngr.all_steps())
+        with _quiet_orbax():
+            return sorted(self.mngr.all_steps())
 
     def save(self, epoch: int, state):
         self.mngr.save(epoch, args=self.ocp.args.StandardSave(jax.device_get(state)))
@@ -182,20 +198,14 @@ class Checkpoints:
             raise DataError(f"{self.dir}: no checkpoint of epoch {epoch} (have {self.epochs()})")
         errors = []
         for e in reversed(epochs):
-            quiet = [logging.getLogger(n) for n in ("absl", "orbax", "asyncio", "jax")]
-            levels = [lg.level for lg in quiet]
-            for lg in quiet:
-                lg.setLevel(logging.CRITICAL)
             try:
-                state = self.restore(e, like)
+                with _quiet_orbax():
+                    state = self.restore(e, like)
             except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint: try the older one
-                errors.append(f"epoch {e}: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+                errors.append(f"epoch {e + 1}: {type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:200] if str(exc) else ''}")
                 continue
-            finally:
-                for lg, lv in zip(quiet, levels):
-                    lg.setLevel(lv)
             if errors:
-                log.warning("%s: checkpoint(s) unreadable (%s); resumed from epoch %d", self.dir, "; ".join(errors), e)
                 print(f"warning: {self.dir}: unreadable checkpoint(s) ({'; '.join(errors)}); using the one of "
                       f"epoch {e + 1}", flush=True)
             return state, e
