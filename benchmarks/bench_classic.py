@@ -16,7 +16,7 @@ import time
 import jax
 import numpy as np
 
-from jaxreg import classic, train
+from jaxreg import classic, evaluation
 from jaxreg.data import load_acdc_pairs
 
 
@@ -34,6 +34,10 @@ def demons(fixed, moving, iterations=50, sigma=1.5):
     # SimpleITK arrays are (row, col) with vectors (x=col, y=row): reorder to array-axis order
     arr = sitk.GetArrayFromImage(field)
     return np.stack([arr[..., 1], arr[..., 0]], -1).astype(np.float32)
+
+
+def _score(pairs, u, t0, method):
+    return evaluation.summarize(pairs, evaluation.pair_table(pairs, u), time.perf_counter() - t0, method)
 
 
 def main():
@@ -57,8 +61,7 @@ def main():
     t0 = time.perf_counter()
     u = np.concatenate([np.asarray(classic.register_batch(fix[s:s + bs], mov[s:s + bs], cfg)[0])
                         for s in range(0, len(fix), bs)])[:n]
-    rows.append(("jaxreg.classic (NGF+curv, L-BFGS, 3 levels)", train.summarize(pairs, u, time.perf_counter() - t0,
-                                                                                  method="classic")))
+    rows.append(("jaxreg.classic (NGF+curv, L-BFGS, 3 levels)", _score(pairs, u, t0, "classic")))
     if not args.skip_peers:
         import SimpleITK as sitk
 
@@ -67,7 +70,7 @@ def main():
             t0 = time.perf_counter()
             u = np.stack([demons(pairs.fixed[i], pairs.moving[i], iters, sigma) for i in range(n)])
             rows.append((f"SimpleITK demons {iters} it, sigma {sigma} (1 thread)",
-                         train.summarize(pairs, u, time.perf_counter() - t0, method="demons")))
+                         _score(pairs, u, t0, "demons")))
     print(f"{n} ACDC pairs (112x112 crops, both directions, no labels used); jax devices {jax.devices()}")
     print(f"| {'method':46s} | Dice before | Dice after (LV/RV/MYO) | folding % | s/pair |")
     print(f"|{'-' * 48}|-------------|------------------------|-----------|--------|")

@@ -5,7 +5,7 @@ NGF + curvature + label SSD, gradient w.r.t. the control points, on 30x112x112 a
 Peers: deepali (evaluate_cubic_bspline + warp_image) and MONAI (deepali's B-spline + monai Warp), with the same
 loss formulas written in torch. Median of --repeats runs after --warmup runs.
 
-Run in the benchmark's own environment (see BUILD_NOTES.md):
+Run in the benchmark's own environment (see docs/performance.md):
     python -m venv /tmp/benchenv && /tmp/benchenv/bin/pip install torch==2.13.0 hf-deepali monai -e .
     /tmp/benchenv/bin/python benchmarks/bench_core.py
 """

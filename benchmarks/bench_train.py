@@ -22,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from timing import add_convolution_flag, apply_convolution_flag, median_time, wall_times  # benchmarks/ on sys.path
-from jaxreg import bspline, train
+from jaxreg import bspline, evaluation
+from jaxreg import training as train
 from jaxreg.data import phantom_pairs
 from jaxreg.models import level_shapes
 
@@ -183,16 +184,17 @@ def main():
     n_jax = sum(v.size for v in jax.tree.leaves(state["params"]))
     init_jax = float(train.loss_fn(state["params"], trainer.model, (
         jnp.asarray(ps.fixed), jnp.asarray(ps.moving), jax.nn.one_hot(ps.fixed_labels, 4),
-        jax.nn.one_hot(ps.moving_labels, 4)), cfg)[0])
+        jax.nn.one_hot(ps.moving_labels, 4)), train.loss_weights(cfg), cfg)[0])
     net, tstep = torch_twin(cfg, shape, args.threads, args.torch_channels_last)
     n_torch = sum(p.numel() for p in net.parameters())
     tf, tm = torch.from_numpy(ps.fixed), torch.from_numpy(ps.moving)
     tfl, tml = torch.from_numpy(ps.fixed_labels.astype(np.int64)), torch.from_numpy(ps.moving_labels.astype(np.int64))
     init_torch = tstep(tf, tm, tfl, tml, deform=False)
     box = {"state": state}
+    weights = train.loss_weights(cfg)
 
     def jax_step():
-        box["state"], m = trainer.step(box["state"], *arrays, jax.random.key(0), jnp.asarray(True))
+        box["state"], m = trainer.step(box["state"], *arrays, jax.random.key(0), jnp.asarray(True), weights)
         jax.block_until_ready(m)
 
     t_jax = median_time(jax_step, args.warmup, args.repeats)
@@ -202,7 +204,7 @@ def main():
     pps = {}
     for chunk in args.infer_chunk:
         tr = dataclasses.replace(trainer, infer_chunk=chunk)
-        best = min(wall_times(lambda: train.predict(tr, params, *big, batch_size=80), warmup=1, repeats=3))
+        best = min(wall_times(lambda: evaluation.predict(tr, params, *big, batch_size=80), warmup=1, repeats=3))
         pps[chunk] = len(big[0]) / best
     print(f"XLA_FLAGS {os.environ.get('XLA_FLAGS', '')!r}; Eigen convolutions (jaxreg.runtime.xla_cpu): {eigen}")
     print(f"parameters: jax {n_jax}, torch {n_torch}; initial loss (no augmentation): jax {init_jax:.3f}, "

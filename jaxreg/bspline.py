@@ -70,7 +70,7 @@ def _contract(field, matrices):
     Works channel-first: every step contracts the axis after C with the field as the left operand, so the result
     comes out as contiguous (C, *out) planes (also under vmap) and the final move to channel-last is a layout
     bitcast. Consumers that take u[..., k] then read planes; a spatial-axis-major result made every downstream
-    fusion read it transposed (2D benchmark pipeline 39.1 -> 25.3 ms; BUILD_NOTES, XLA:CPU performance findings).
+    fusion read it transposed (2D benchmark pipeline 39.1 -> 25.3 ms; docs/performance.md, XLA:CPU performance findings).
     """
     x = jnp.moveaxis(field, -1, 0)
     for mat in matrices:

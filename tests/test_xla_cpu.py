@@ -15,7 +15,7 @@ from jaxreg.runtime import xla_cpu
 PROBE = """
 import sys
 import jax, jax.numpy as jnp, numpy as np
-import jaxreg.train, jaxreg.cli, experiments.entry  # importing jaxreg must not start the backends
+import jaxreg.training, jaxreg.cv, jaxreg.cli, experiments.entry  # importing jaxreg must not start the backends
 from jaxreg.runtime import xla_cpu
 ok = xla_cpu.prefer_eigen_convolutions()
 conv = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))

@@ -113,7 +113,7 @@ def motion_center(fixed: np.ndarray, moving: np.ndarray) -> tuple[float, float]:
     The centroid of `|fixed - moving|` (averaged over slices: one centre per volume) above its median, as
     `crop_center` weighs an image; the middle of the slice if the frames are equal. In cine MR the ventricles are
     what moves between ED and ES. On the CV's test patients it places the network's crop within 0.8 points of Dice
-    of the moving labels' centroid, against 2.8 points lost by the plain intensity centroid (BUILD_NOTES).
+    of the moving labels' centroid, against 2.8 points lost by the plain intensity centroid (docs/results.md).
     """
     if fixed.shape != moving.shape:
         raise ValueError(f"fixed and moving must have one shape; got {fixed.shape} and {moving.shape}")

@@ -1,7 +1,7 @@
 """`enable`: JAX's persistent compilation cache for jaxreg's commands, so a rerun loads compiled programs.
 
 A rerun, a resumed training or another `jaxreg register` call then skips XLA compilation of the network, its
-training step and the classic solver (`jaxreg register` on one ACDC volume: 25-30 s -> 16 s, BUILD_NOTES).
+training step and the classic solver (`jaxreg register` on one ACDC volume: 25-30 s -> 16 s, docs/performance.md).
 """
 
 from __future__ import annotations

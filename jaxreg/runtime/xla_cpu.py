@@ -3,7 +3,7 @@
 jaxlib 0.10.2 hands some convolutions to YNNPACK by default (`--xla_cpu_experimental_ynn_fusion_type` contains
 `individual_convolution`); on this project's network that is the kernel gradient of the 112 x 112 layers, and it
 runs 1.5-1.9x slower than XLA's own (Eigen) convolution. Removing that one fusion type made the training step
-on one CPU device 1.3x faster and inference 1.4x faster (BUILD_NOTES, "XLA:CPU performance findings").
+on one CPU device 1.3x faster and inference 1.4x faster (docs/performance.md, "XLA:CPU performance findings").
 """
 
 from __future__ import annotations
