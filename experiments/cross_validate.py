@@ -16,7 +16,7 @@ import sys
 from absl import flags
 
 from experiments import entry, flags_common
-from jaxreg import cv, evaluation, report
+from jaxreg import cv, report
 from jaxreg.errors import ConfigError
 from jaxreg.training import workdir as wd
 
@@ -76,7 +76,7 @@ def main(argv):
                   f"{100 * m['dice_mean_after']['std']:.2f} (LV {100 * m['dice_LV_after']['mean']:.1f}, RV "
                   f"{100 * m['dice_RV_after']['mean']:.1f}, MYO {100 * m['dice_MYO_after']['mean']:.1f}), folding "
                   f"{m['folding_percent']['mean']:.3f}%")
-    (root / "cv_results.json").write_text(json.dumps(evaluation.json_safe(agg), indent=2))
+    (root / "cv_results.json").write_text(json.dumps(report.json_safe(agg), indent=2))
     patients = [_test_patients(root / f"fold{k}") for k in folds]
     table = report.cv_table(results, patients, {m: agg[m] for m in cv.BASELINES if m in agg})
     (root / "cv_results.md").write_text(table)

@@ -26,6 +26,7 @@ import time
 import numpy as np
 
 from jaxreg.errors import UserError
+from jaxreg.report import json_safe
 from jaxreg.runtime import signals
 
 SIZE = 112
@@ -130,19 +131,8 @@ def _commit_output(tmp: pathlib.Path, out: pathlib.Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _json_safe(x):
-    """NaN/inf (e.g. the Dice of a structure absent from both maps) as null: report.json stays valid JSON."""
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, float) and not np.isfinite(x):
-        return None
-    return x
-
-
 def _write_json(path, obj):
-    path.write_text(json.dumps(_json_safe(obj), indent=2, allow_nan=False))
+    path.write_text(json.dumps(json_safe(obj), indent=2, allow_nan=False))
 
 
 def register_volumes(fixed, moving, moving_labels=None, method="learned", model=None, classic_cfg=None):
@@ -314,7 +304,7 @@ def _register_into(args, model, tmp, out) -> int:
                      if rep.get("dice_mean_after") is not None and np.isfinite(rep["dice_mean_after"]) else ""))
         else:
             summary = _register_folder(tmp, args, model)
-            print(json.dumps(_json_safe(summary["overall"]), indent=1))
+            print(json.dumps(json_safe(summary["overall"]), indent=1))
         _commit_output(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone already when committed

@@ -7,6 +7,7 @@ test patients) is stored in experiment.json under the workdir lock and checked o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import pathlib
@@ -101,25 +102,12 @@ def run_fold(exp: ExperimentConfig, workdir, pairs: PairSet | None = None, progr
     exp.validate()
     pairs = load_pairs(exp) if pairs is None else pairs
     train_pairs, test_pairs = split(exp, pairs)
-    workdir = pathlib.Path(workdir)
-    created = not workdir.exists()
-    workdir = wd.prepare(workdir)
-    try:
-        with wd.lock(workdir), signals.cleanup_on_signal(lambda: _remove_failed_start(workdir, created)):
-            try:
-                wd.claim_identity(workdir, identity(exp, train_pairs, test_pairs))
-                trainer, state = loop.train_locked(exp.train, train_pairs, workdir, progress, chunk_steps=chunk_steps)
-                res, table = evaluation.evaluate(trainer, state["params"], test_pairs)
-                res.update(fold=exp.fold, num_folds=exp.num_folds, train_pairs=len(train_pairs),
-                           data=exp.data_dir or "phantom", test_is_training=exp.num_folds == 1)
-                evaluation.write_results(workdir, res, test_pairs, table)
-            except BaseException:
-                _remove_failed_start(workdir)
-                raise
-    except BaseException:
-        if created:  # (a busy workdir was not ours: its files are left alone)
-            _remove_failed_start(workdir, True)
-        raise
+    with _claimed_workdir(workdir, identity(exp, train_pairs, test_pairs)) as workdir:
+        trainer, state = loop.train_locked(exp.train, train_pairs, workdir, progress, chunk_steps=chunk_steps)
+        res, table = evaluation.evaluate(trainer, state["params"], test_pairs)
+        res.update(fold=exp.fold, num_folds=exp.num_folds, train_pairs=len(train_pairs),
+                   data=exp.data_dir or "phantom", test_is_training=exp.num_folds == 1)
+        evaluation.write_results(workdir, res, test_pairs, table)
     return res
 
 
@@ -133,32 +121,41 @@ def run_population_fold(exp: ExperimentConfig, members: dict, workdir, pairs: Pa
     configs = loop.population_configs(list(members.values()))
     pairs = load_pairs(exp) if pairs is None else pairs
     train_pairs, test_pairs = split(exp, pairs)
+    out = {}
+    with _claimed_workdir(workdir, identity(exp, train_pairs, test_pairs) | {"members": list(members)}) as workdir:
+        trainer, states, active = loop.train_population_locked(configs, train_pairs, workdir, progress,
+                                                               chunk_steps, member_chunk)
+        for k, name in enumerate(members):
+            params = jax.tree.map(lambda x: x[k], states["params"])
+            res, table = evaluation.evaluate(trainer, params, test_pairs)
+            res.update(fold=exp.fold, num_folds=exp.num_folds, train_pairs=len(train_pairs),
+                       data=exp.data_dir or "phantom", member=k, setting=name, frozen=not bool(active[k]),
+                       **{w: getattr(configs[k], w) for w in ("delta", "alpha", "beta", "seed")})
+            evaluation.write_results(workdir / name, res, test_pairs, table)
+            out[name] = res
+    return out
+
+
+@contextlib.contextmanager
+def _claimed_workdir(workdir, ident: dict):
+    """The prepared workdir, locked, with `ident` claimed as its experiment.json. A start that fails (or is
+    interrupted) before its first checkpoint has its records removed, and the workdir if this call created it;
+    a busy workdir (another process's) is left alone."""
     workdir = pathlib.Path(workdir)
     created = not workdir.exists()
     workdir = wd.prepare(workdir)
-    out = {}
     try:
         with wd.lock(workdir), signals.cleanup_on_signal(lambda: _remove_failed_start(workdir, created)):
             try:
-                wd.claim_identity(workdir, identity(exp, train_pairs, test_pairs) | {"members": list(members)})
-                trainer, states, active = loop.train_population_locked(configs, train_pairs, workdir, progress,
-                                                                       chunk_steps, member_chunk)
-                for k, name in enumerate(members):
-                    params = jax.tree.map(lambda x: x[k], states["params"])
-                    res, table = evaluation.evaluate(trainer, params, test_pairs)
-                    res.update(fold=exp.fold, num_folds=exp.num_folds, train_pairs=len(train_pairs),
-                               data=exp.data_dir or "phantom", member=k, setting=name, frozen=not bool(active[k]),
-                               **{w: getattr(configs[k], w) for w in ("delta", "alpha", "beta", "seed")})
-                    evaluation.write_results(workdir / name, res, test_pairs, table)
-                    out[name] = res
+                wd.claim_identity(workdir, ident)
+                yield workdir
             except BaseException:
                 _remove_failed_start(workdir)
                 raise
     except BaseException:
-        if created:  # (a busy workdir was not ours: its files are left alone)
+        if created:
             _remove_failed_start(workdir, True)
         raise
-    return out
 
 
 def _remove_failed_start(workdir: pathlib.Path, created: bool = False) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 
 from jaxreg import metrics, warp
 from jaxreg.data.pairs import PairSet
+from jaxreg.report import json_safe
 from jaxreg.training.step import NUM_CLASSES, Trainer
 
 STRUCTURES = ("LV", "RV", "MYO")  # label 3, 1, 2
@@ -95,17 +96,6 @@ def evaluate(trainer: Trainer, params, pairs: PairSet, batch_size: int = 64, met
     seconds = time.perf_counter() - t0
     table = pair_table(pairs, u)
     return summarize(pairs, table, seconds, method), table
-
-
-def json_safe(x):
-    """NaN/inf as None (JSON null), recursively: result files stay valid JSON."""
-    if isinstance(x, dict):
-        return {k: json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [json_safe(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
 
 
 def results_path(workdir, method: str = "network") -> pathlib.Path:

@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+
+def json_safe(x):
+    """NaN/inf as None (JSON null), recursively: result files stay valid JSON."""
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
 
 
 def subgroup_name(key: str) -> str:
