@@ -1,4 +1,4 @@
-"""Loss weights as data, the device-resident scan loop and population training (jaxreg.training)."""
+"""Loss weights as data, the device-resident loops (scan, dispatch) and population training (jaxreg.training)."""
 
 import dataclasses
 import json
@@ -27,8 +27,9 @@ def _leaves(tree):
     return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(tree))]
 
 
-def test_changing_loss_weights_does_not_recompile(pairs):
-    tr = train.Trainer(CFG, (64, 64))
+@pytest.mark.parametrize("how", step.LOOPS)
+def test_changing_loss_weights_does_not_recompile(pairs, how):
+    tr = train.Trainer(CFG, (64, 64), loop=how)
     state = tr.init_state()
     data = tr.upload(pairs.fixed, pairs.moving, pairs.fixed_labels.astype(np.int32),
                      pairs.moving_labels.astype(np.int32))
@@ -40,15 +41,17 @@ def test_changing_loss_weights_does_not_recompile(pairs):
         state, m = tr.run_steps(state, data, index, deform, keys, valid, step.loss_weights(
             dataclasses.replace(CFG, delta=w[0], alpha=w[1], beta=w[2])))
         losses_seen.append(float(m["loss"][0]))
-    assert tr.run_steps._cache_size() == 1  # three weight settings, one compiled program
+    assert tr.compilations() == 1  # three weight settings, one compiled program
     assert len(set(losses_seen)) == 3  # and the weights did act
 
 
-def test_scan_loop_equals_the_per_step_loop(pairs, tmp_path):
-    """train() (data on the device, chunks of steps as one scan, a padded last chunk) against the plain loop of
-    jitted steps on host-gathered batches that every earlier version ran: the same parameters to float rounding."""
+@pytest.mark.parametrize("how", step.LOOPS)
+def test_device_loop_equals_the_per_step_loop(pairs, tmp_path, how):
+    """train() (data on the device, chunks of steps as one scan or as dispatched steps, a padded last chunk)
+    against the plain loop of jitted steps on host-gathered batches that every earlier version ran: the same
+    parameters to float rounding."""
     cfg = dataclasses.replace(CFG, epochs=2)
-    _, state = train.train(cfg, pairs, tmp_path, progress=False, chunk_steps=2)  # 3 steps: chunks of 2, 1 padded
+    _, state = train.train(cfg, pairs, tmp_path, progress=False, chunk_steps=2, loop=how)  # 3 steps: chunks of 2, 1 padded
     tr = train.Trainer(cfg, (64, 64), steps_per_epoch=3)
     ref = tr.init_state()
     weights = step.loss_weights(cfg)
@@ -65,12 +68,15 @@ def test_scan_loop_equals_the_per_step_loop(pairs, tmp_path):
     assert [r["epoch"] for r in recs] == [1, 2] and all(np.isfinite(r["loss"]) for r in recs)
 
 
-def test_population_members_equal_their_single_runs(pairs, tmp_path):
+@pytest.mark.parametrize("how,member_chunk", [("dispatch", 1), ("dispatch", 2), ("scan", 1), ("scan", 4)])
+def test_population_members_equal_their_single_runs(pairs, tmp_path, how, member_chunk):
     """2 settings x 2 seeds trained at once; each member against its own separate run (same seed, same data seed:
-    the population's). Tolerance: float rounding of the mapped step, 1e-4 relative."""
+    the population's), for either loop and members mapped one at a time or vmapped together. Tolerance: float
+    rounding of the mapped or vmapped step, 1e-4 relative."""
     members = [dataclasses.replace(CFG, alpha=a, beta=b, seed=s, data_seed=7)
                for (a, b) in ((1e3, 5e4), (10.0, 0.0)) for s in (0, 1)]
-    tr, states, active = train.train_population(members, pairs, tmp_path / "pop", progress=False)
+    tr, states, active = train.train_population(members, pairs, tmp_path / "pop", progress=False, loop=how,
+                                                member_chunk=member_chunk)
     assert active.tolist() == [True] * 4
     recs = wd.read_metrics(tmp_path / "pop" / "metrics.jsonl")
     assert sorted((r["epoch"], r["member"]) for r in recs) == [(1, k) for k in range(4)]

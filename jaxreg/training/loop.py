@@ -2,8 +2,8 @@
 
 The training set is uploaded to the device once; each epoch's batch order (numpy, seeded by the data seed and the
 epoch: the same as every earlier version of this loop) goes up as one small index array, and its steps run in
-chunks of `chunk_steps` as one `lax.scan` each (`Trainer.run_steps`), the host reading the metrics once per chunk:
-progress bar and NaN check per chunk, naming the step. One checkpoint per epoch; a rerun resumes after the last.
+chunks of `chunk_steps` (`Trainer.run_steps`: one `lax.scan` on an accelerator, asynchronously dispatched steps on
+XLA:CPU), the host reading the metrics once per chunk: progress bar and NaN check per chunk, naming the step. One checkpoint per epoch; a rerun resumes after the last.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from jaxreg.training import workdir as wd
 from jaxreg.training.config import TrainConfig
 from jaxreg.training.step import Trainer, loss_weights, stack, steps_of
 
-DEFAULT_CHUNK = 32  # steps per compiled scan at most: the host checks and reports this often
+DEFAULT_CHUNK = 32  # steps per chunk at most: the host checks and reports this often
 
 
 def epoch_batches(n: int, cfg: TrainConfig, epoch: int, multiple: int = 1):
@@ -82,8 +82,11 @@ def _device_data(trainer: Trainer, pairs: PairSet):
 
 
 def train(cfg: TrainConfig, train_pairs: PairSet, workdir, progress: bool = True,
-          on_epoch: Callable[[int, dict], Any] | None = None, chunk_steps: int | None = None):
+          on_epoch: Callable[[int, dict], Any] | None = None, chunk_steps: int | None = None,
+          loop: str | None = None):
     """Trains (or resumes) in `workdir`; returns (trainer, final state). Writes config.json, metrics.jsonl, checkpoints.
+
+    `loop`: "scan" or "dispatch" (`jaxreg.training.step`; default by device), the same numbers either way.
 
     Checks the config first (ConfigError), then holds `workdir.lock` while it runs: a second process training in
     the same workdir gets `WorkdirBusy`.
@@ -91,15 +94,17 @@ def train(cfg: TrainConfig, train_pairs: PairSet, workdir, progress: bool = True
     cfg.validate()
     workdir = wd.prepare(workdir)
     with wd.lock(workdir):
-        return train_locked(cfg, train_pairs, workdir, progress, on_epoch, chunk_steps)
+        return train_locked(cfg, train_pairs, workdir, progress, on_epoch, chunk_steps, loop)
 
 
 def train_locked(cfg: TrainConfig, train_pairs: PairSet, workdir, progress: bool = True,
-                 on_epoch: Callable[[int, dict], Any] | None = None, chunk_steps: int | None = None):
+                 on_epoch: Callable[[int, dict], Any] | None = None, chunk_steps: int | None = None,
+                 loop: str | None = None):
     """`train` for a caller that already holds `workdir.lock(workdir)` (e.g. a CV fold that evaluates after)."""
     workdir = pathlib.Path(workdir)
     n = len(train_pairs)
-    trainer = Trainer(cfg, train_pairs.fixed.shape[1:], steps_per_epoch=len(epoch_batches(n, cfg, 0, len(jax.devices()))))
+    trainer = Trainer(cfg, train_pairs.fixed.shape[1:], steps_per_epoch=len(epoch_batches(n, cfg, 0, len(jax.devices()))),
+                      loop=loop)
     wd.write_config(workdir, cfg)
     ckpt = wd.Checkpoints(workdir)
     state = trainer.init_state()
@@ -168,7 +173,7 @@ def population_configs(members: Sequence[TrainConfig]) -> list[TrainConfig]:
 
 def train_population(members: Sequence[TrainConfig], train_pairs: PairSet, workdir, progress: bool = True,
                      chunk_steps: int | None = None, member_chunk: int | None = None,
-                     on_epoch: Callable[[int, list], Any] | None = None):
+                     on_epoch: Callable[[int, list], Any] | None = None, loop: str | None = None):
     """Trains P members at once in `workdir`: returns (trainer, stacked states, active `(P,)`).
 
     Members differ in loss weights and initialisation seed; all see the same batches and augmentations (the first
@@ -176,21 +181,22 @@ def train_population(members: Sequence[TrainConfig], train_pairs: PairSet, workd
     parameters equal those of a single `train(members[k] with that data seed)` up to float rounding. A member
     whose loss goes non-finite is frozen at its last good state and reported (member, epoch, step); the others
     go on. metrics.jsonl: one record per member per epoch (`member`); one checkpoint per epoch for all of them.
-    `member_chunk`: members vmapped together (default 1 on CPU, all on an accelerator).
+    `member_chunk`: members vmapped together (default 1 on CPU, all on an accelerator); `loop` as in `train`.
     """
     members = population_configs(members)
     workdir = wd.prepare(workdir)
     with wd.lock(workdir):
-        return train_population_locked(members, train_pairs, workdir, progress, chunk_steps, member_chunk, on_epoch)
+        return train_population_locked(members, train_pairs, workdir, progress, chunk_steps, member_chunk, on_epoch,
+                                       loop)
 
 
 def train_population_locked(members, train_pairs, workdir, progress=True, chunk_steps=None, member_chunk=None,
-                            on_epoch=None):
+                            on_epoch=None, loop=None):
     """`train_population` for a caller holding `workdir.lock(workdir)`; `members` from `population_configs`."""
     cfg = members[0]
     n = len(train_pairs)
     trainer = Trainer(cfg, train_pairs.fixed.shape[1:], steps_per_epoch=len(epoch_batches(n, cfg, 0, len(jax.devices()))),
-                      member_chunk=member_chunk)
+                      member_chunk=member_chunk, loop=loop)
     wd.write_config(workdir, list(members))
     P = len(members)
     state = {"members": stack([trainer.init_state(m.seed) for m in members]), "active": jnp.ones(P, bool)}
