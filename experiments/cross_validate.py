@@ -29,6 +29,8 @@ flags.DEFINE_integer("workers", 1, "Train the unfinished folds in this many proc
 flags.DEFINE_bool("baselines", False, "Also score jaxreg.classic and network + instance refinement (no labels) on each "
                   "fold's test pairs (results_classic.json, results_refine.json in the fold's workdir; folds that have "
                   "them are skipped); the aggregate reports every method that all --folds have.")
+flags.DEFINE_bool("peers", False, "With --baselines, also the peer methods (jaxreg.peers: SimpleITK's multi-resolution "
+                  "demons, single-threaded; needs pip install -e '.[bench]'): results_demons.json per fold.")
 flags.DEFINE_bool("aggregate", True, "Write cv_results.json over --folds (--workers' own processes skip it).")
 FLAGS = flags_common.FLAGS
 
@@ -67,7 +69,7 @@ def main(argv):
               "folding_percent"):
         scale = 1 if k == "folding_percent" else 100
         print(f"{k:18s} {scale * agg[k]['mean']:.2f} +- {scale * agg[k]['std']:.2f}")
-    for method in cv.BASELINES:
+    for method in _baseline_methods():
         base = [cv.baseline_result(root / f"fold{k}", method, r) for k, r in zip(folds, results)]
         if all(b is not None for b in base):
             agg[method] = report.aggregate(base)
@@ -78,9 +80,13 @@ def main(argv):
                   f"{m['folding_percent']['mean']:.3f}%")
     (root / "cv_results.json").write_text(json.dumps(report.json_safe(agg), indent=2))
     patients = [_test_patients(root / f"fold{k}") for k in folds]
-    table = report.cv_table(results, patients, {m: agg[m] for m in cv.BASELINES if m in agg})
+    table = report.cv_table(results, patients, {m: agg[m] for m in _baseline_methods() if m in agg})
     (root / "cv_results.md").write_text(table)
     print(f"wrote {root / 'cv_results.json'} and {root / 'cv_results.md'}")
+
+
+def _baseline_methods():
+    return cv.BASELINES + (cv.PEERS if FLAGS.peers else ())
 
 
 def _folds(exp):
@@ -106,12 +112,14 @@ def _score_baselines(exp, root, folds, results, pairs):
     """`cv.evaluate_baselines` on each fold that lacks its results (the network from the fold's checkpoint)."""
     for k, res in zip(folds, results):
         fold_dir = root / f"fold{k}"
-        if all(cv.baseline_result(fold_dir, m, res) is not None for m in cv.BASELINES):
+        if all(cv.baseline_result(fold_dir, m, res) is not None for m in _baseline_methods()):
             continue
         pairs = cv.load_pairs(exp) if pairs is None else pairs
         with wd.lock(fold_dir):
             test, u_net = cv.predict_test_pairs(fold_dir, pairs, dataclasses.replace(exp, fold=k))
-            base = cv.evaluate_baselines(fold_dir, test, u_net, {"fold": k, "num_folds": exp.num_folds})
+            done = [m for m in _baseline_methods() if cv.baseline_result(fold_dir, m, res) is not None]
+            base = cv.evaluate_baselines(fold_dir, test, u_net, {"fold": k, "num_folds": exp.num_folds},
+                                         methods=[m for m in _baseline_methods() if m not in done])
         print(f"fold {k}: " + ", ".join(f"{m} Dice mean {100 * r['dice_mean_after']:.1f}%, folding "
                                         f"{r['folding_percent']:.3f}%" for m, (r, _) in base.items()))
 

@@ -217,25 +217,34 @@ def predict_test_pairs(workdir, pairs: PairSet, exp: ExperimentConfig | None = N
 
 
 BASELINES = ("classic", "refine")  # methods scored beside the network on a fold's test pairs (no labels used)
+PEERS = ("demons",)  # peer methods scored with them on request (SimpleITK: the bench extra)
 
 
 def evaluate_baselines(workdir, pairs: PairSet, u_net, meta: dict | None = None,
-                       cfg: classic.ClassicConfig = classic.ClassicConfig()) -> dict:
-    """`jaxreg.classic` alone and instance refinement of the network's field, on a fold's test pairs.
+                       cfg: classic.ClassicConfig = classic.ClassicConfig(), methods=BASELINES) -> dict:
+    """`jaxreg.classic` alone, instance refinement of the network's field and (in `methods`) the peers, on a
+    fold's test pairs.
 
     u_net: the network's displacements `(N, *S, nd)` pixels for `pairs`. Returns `{method: (results, u)}` for
-    `BASELINES`; writes `results_{method}.json` (with `meta`, e.g. the fold) and `pairs_{method}.csv` into workdir.
-    Times include compilation (one batched call per method).
+    `methods` (from BASELINES + PEERS); writes `results_{method}.json` (with `meta`, e.g. the fold) and
+    `pairs_{method}.csv` into workdir. Times include compilation (one batched call per method).
     """
+    from jaxreg import peers
+
     runs = {"classic": lambda: classic.register_batch(pairs.fixed, pairs.moving, cfg)[0],
-            "refine": lambda: classic.refine_batch(pairs.fixed, pairs.moving, u_net, cfg)[0]}
+            "refine": lambda: classic.refine_batch(pairs.fixed, pairs.moving, u_net, cfg)[0],
+            "demons": lambda: peers.demons_batch(pairs.fixed, pairs.moving, threads=1)}
+    unknown = [m for m in methods if m not in runs]
+    if unknown:
+        raise ConfigError(f"unknown baseline method(s) {unknown}; known: {', '.join(runs)}")
     out = {}
-    for method in BASELINES:
+    for method in methods:
         t0 = time.perf_counter()
         u = np.asarray(runs[method]())
         table = evaluation.pair_table(pairs, u)
         res = evaluation.summarize(pairs, table, time.perf_counter() - t0, method=method)
-        res.update(meta or {}, seconds_include_compile=True, classic_config=dataclasses.asdict(cfg))
+        res.update(meta or {}, seconds_include_compile=True,
+                   **({"classic_config": dataclasses.asdict(cfg)} if method in BASELINES else {}))
         evaluation.write_results(workdir, res, pairs, table)
         out[method] = (res, u)
     return out

@@ -26,3 +26,7 @@ class OutputPathError(UserError):
 class TrainingDiverged(UserError, FloatingPointError):
     """The training loss became NaN or infinite (names the step; usually a learning rate or weight too large)."""
 
+
+
+class MissingDependency(UserError, ImportError):
+    """An optional dependency (an extra such as `bench`) is not installed; the message says what to install."""
