@@ -5,6 +5,8 @@
 `--method single`: each of the 16 settings (x folds x seeds) trains on its own in WORKDIR/<name>/fold<K>[_seed<S>].
 `--method population`: per fold and seed, the settings train at once as one population (`--population_size` at a
 time) in WORKDIR/population/fold<K>_seed<S>[_part<J>], every member seeing the same batches and augmentations.
+`--method hyper`: per fold and seed ONE weight-conditioned network (`--config hyper`; another preset gets
+`--condition_features 64`) trains in WORKDIR/hyper/fold<K>[_seed<S>] and is scored at all 16 settings.
 Resumable: finished runs are skipped, a killed run resumes from its last epoch. Writes WORKDIR/ablation.json,
 ablation.md (mean +- std over folds and seeds per cell, the paper's Table 1 beside) and ablation.png.
 Schedules: paper (40 epochs, x8), short (10 epochs, x2), tiny (1 epoch, x1: smoke test).
@@ -22,8 +24,9 @@ from jaxreg.errors import ConfigError
 from jaxreg.training import workdir as wd
 
 flags.DEFINE_enum("schedule", "paper", list(ablation.SCHEDULES), "Training schedule for every run.")
-flags.DEFINE_enum("method", "population", ["population", "single"], "population: the settings of a fold and seed "
-                  "train at once; single: one training per setting.")
+flags.DEFINE_enum("method", "population", ["population", "single", "hyper"], "population: the settings of a fold "
+                  "and seed train at once; single: one training per setting; hyper: one weight-conditioned network "
+                  "per fold and seed, scored at every setting.")
 flags.DEFINE_list("folds", ["0"], "Folds to run for each setting.")
 flags.DEFINE_integer("seeds", 1, "Seeds per setting and fold (initialisation and data order: seed s for both).")
 flags.DEFINE_integer("population_size", 16, "--method population: members trained at once (the settings are "
@@ -33,6 +36,7 @@ flags.DEFINE_integer("member_chunk", None, "--method population: members vmapped
 flags.DEFINE_list("runs", None, "Only these settings (e.g. opt,alpha_x0,beta_x0), in this order; unset: all 16. "
                   "Finished runs of the others are still tabulated; missing cells print as '-'.")
 FLAGS = flags_common.FLAGS
+HYPER_FEATURES = 64  # --method hyper on an unconditioned preset: the width of experiments/configs/hyper.py
 
 
 def _seeded(cfg, seed):
@@ -47,6 +51,10 @@ def main(argv):
     del argv
     exp = flags_common.experiment_from_flags()
     exp = dataclasses.replace(exp, train=dataclasses.replace(exp.train, **ablation.SCHEDULES[FLAGS.schedule]))
+    if FLAGS.method == "hyper" and not exp.train.conditioned:
+        model = dataclasses.replace(exp.train.model, condition_features=HYPER_FEATURES)
+        exp = dataclasses.replace(exp, train=dataclasses.replace(exp.train, model=model)).validate()
+        print(f"--method hyper: a weight-conditioned network (condition_features {HYPER_FEATURES})", flush=True)
     root = pathlib.Path(FLAGS.workdir or "runs/ablation")
     grid = ablation.settings(exp.train)
     unknown = sorted(set(FLAGS.runs or ()) - set(grid))
@@ -67,6 +75,16 @@ def main(argv):
         for s in range(FLAGS.seeds):
             tag = f"fold{k}" + (f"_seed{s}" if s else "")
             fold_exp = dataclasses.replace(exp, fold=k)
+            if FLAGS.method == "hyper":
+                path = root / "hyper" / tag
+                names = [n for n in grid if n in todo or (path / n / "results.json").is_file()]
+                pairs = cv.load_pairs(exp) if pairs is None else pairs
+                done = cv.run_hyper_fold(dataclasses.replace(fold_exp, train=_seeded(exp.train, s)),
+                                         {n: _seeded(grid[n], s) for n in names}, path, pairs,
+                                         progress=FLAGS.progress, chunk_steps=FLAGS.chunk_steps)
+                for n, res in done.items():
+                    results[n].append(res)
+                continue
             if FLAGS.method == "single":
                 for name in list(grid):
                     path = root / name / tag

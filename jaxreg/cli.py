@@ -1,14 +1,16 @@
 """`jaxreg register`: register cine-MR slices or short-axis stacks given as NIfTI files, or a whole ACDC folder.
 
     jaxreg register --fixed F.nii.gz --moving M.nii.gz [--moving-labels L.nii.gz] [--fixed-labels G.nii.gz]
-                    [--method learned|classic|refine] [--model PATH] --out DIR [--overwrite]
+                    [--method learned|classic|refine] [--model PATH|hyper] [--delta D] [--alpha A] [--beta B]
+                    --out DIR [--overwrite]
     jaxreg register --data-dir ACDC/training --out DIR [--method ...]     # every patient, ED->ES and ES->ED
 
 3D stacks are registered slice by slice (the 2D model). Per slice a 112 x 112 region of interest is placed on the
 moving labels' centroid when given, else where fixed and moving differ (`motion_center`: the moving heart; never on
 fixed labels), registered, and the result is written back on the fixed image's full grid: warped.nii.gz,
 warped_labels.nii.gz (with moving labels), displacement.nii.gz (x, y, z, 2) in pixels (zero outside the region of
-interest) with the fixed affine, and report.json. Errors are one line on stderr with exit status 2; outputs are
+interest) with the fixed affine, and report.json. `--model hyper` is the shipped weight-conditioned network:
+`--delta/--alpha/--beta` choose the loss weights it answers for (flag units of training; unset: its recipe's). Errors are one line on stderr with exit status 2; outputs are
 written to a temporary folder and moved into place only when complete.
 """
 
@@ -249,6 +251,8 @@ def _write_pair(out_dir, fixed_path, moving_path, mlab_path, flab_path, args, mo
     nib.save(_nifti(res["warped"], f_aff, f_hdr), str(out_dir / "warped.nii.gz"))
     nib.save(_nifti(res["displacement"], f_aff, f_hdr), str(out_dir / "displacement.nii.gz"))
     report = {"method": args.method, "model": str(args.model or "shipped") if args.method != "classic" else None,
+              **({"loss_weights": dict(model.default_weights, **_requested_weights(args))}
+                 if args.method != "classic" and getattr(model, "conditioned", False) else {}),
               "fixed": str(fixed_path), "moving": str(moving_path), "slices": fixed.shape[2],
               "seconds": res["seconds"], "folding_percent": float(np.mean(res["folding_percent_per_slice"])),
               "folding_percent_per_slice": res["folding_percent_per_slice"], "crop_origins": res["crop_origins"],
@@ -279,8 +283,25 @@ def _check_arguments(args):
         path = getattr(args, name)
         if path is not None and not pathlib.Path(path).is_file():
             raise UserError(f"{path}: missing {name.replace('_', ' ')} file")
-    inputs = [args.fixed, args.moving, args.moving_labels, args.fixed_labels, args.data_dir, args.model]
+    weights = _requested_weights(args)
+    for name, v in weights.items():
+        if not np.isfinite(v) or v < 0:
+            raise UserError(f"--{name} must be a finite number >= 0; got {v!r}")
+    if weights and args.method == "classic":
+        raise UserError(f"--{next(iter(weights))} sets a weight-conditioned network's loss weights; --method classic "
+                        "uses none (its settings: jaxreg.classic.ClassicConfig)")
+    inputs = [args.fixed, args.moving, args.moving_labels, args.fixed_labels, args.data_dir, _model_path(args.model)]
     return check_output(args.out, inputs, args.overwrite)
+
+
+def _requested_weights(args) -> dict:
+    return {n: getattr(args, n) for n in ("delta", "alpha", "beta") if getattr(args, n) is not None}
+
+
+def _model_path(model):
+    from jaxreg.inference import SHIPPED_MODELS
+
+    return str(SHIPPED_MODELS.get(model, model)) if model is not None else None
 
 
 def cmd_register(args) -> int:
@@ -290,9 +311,24 @@ def cmd_register(args) -> int:
         from jaxreg.inference import load_model
 
         model = load_model(args.model)  # a broken model folder: a UserError naming its file
+        weights = _requested_weights(args)
+        if weights:
+            if not model.conditioned:
+                raise UserError(f"{_model_path(args.model) or 'the shipped model'}: not a weight-conditioned model, "
+                                f"so --{next(iter(weights))} cannot apply; use --model hyper")
+            model = _with_weights(model, weights)
     tmp = _new_output_folder(out)
     with signals.cleanup_on_signal(lambda: shutil.rmtree(tmp, ignore_errors=True)):
         return _register_into(args, model, tmp, out)
+
+
+def _with_weights(model, weights: dict):
+    """The model called at `weights` (keywords of a weight-conditioned `load_model` callable), attributes kept."""
+    def call(fixed, moving):
+        return model(fixed, moving, **weights)
+
+    call.conditioned, call.default_weights, call.config = True, model.default_weights, model.config
+    return call
 
 
 def _register_into(args, model, tmp, out) -> int:
@@ -360,7 +396,11 @@ def build_parser():
                    "(needs --moving-labels)")
     r.add_argument("--data-dir", dest="data_dir", help="ACDC-layout folder: every patient, ED->ES and ES->ED")
     r.add_argument("--method", choices=("learned", "classic", "refine"), default="learned")
-    r.add_argument("--model", help="training workdir or model folder (default: the shipped model)")
+    r.add_argument("--model", help="training workdir or model folder, or 'hyper': the shipped weight-conditioned "
+                   "model (default: the shipped model)")
+    for name, text in (("delta", "NGF"), ("alpha", "curvature"), ("beta", "label")):
+        r.add_argument(f"--{name}", type=float, help=f"{text} weight a weight-conditioned model (--model hyper) "
+                       "registers with, in the training flags' units (unset: its recipe's)")
     r.add_argument("--out", required=True, help="output folder (refused if it exists, unless --overwrite)")
     r.add_argument("--overwrite", action="store_true", help="replace --out if it is an output folder jaxreg wrote "
                    "(never the current folder, a folder holding an input, or one with other files)")

@@ -18,7 +18,7 @@ import time
 import jax
 import numpy as np
 
-from jaxreg import classic, evaluation
+from jaxreg import classic, conditioning, evaluation, selection
 from jaxreg.data import load_acdc_pairs, phantom_pairs, split_fold
 from jaxreg.data.pairs import PairSet
 from jaxreg.errors import ConfigError
@@ -133,6 +133,36 @@ def run_population_fold(exp: ExperimentConfig, members: dict, workdir, pairs: Pa
                        **{w: getattr(configs[k], w) for w in ("delta", "alpha", "beta", "seed")})
             evaluation.write_results(workdir / name, res, test_pairs, table)
             out[name] = res
+    return out
+
+
+def run_hyper_fold(exp: ExperimentConfig, settings: dict, workdir, pairs: PairSet | None = None,
+                   progress: bool = True, chunk_steps: int | None = None) -> dict:
+    """A weight-conditioned network (`exp.train.conditioned`) trained once on fold `exp.fold` (`run_fold`,
+    resumable), then scored on the test patients at every setting: `settings` is `{name: TrainConfig}` differing
+    from `exp.train` only in delta, alpha, beta. Returns `{name: results}`, written to `workdir/<name>/results.json`
+    (a finished setting is read back, not recomputed)."""
+    if not exp.train.conditioned:
+        raise ConfigError("a weight-conditioned run needs model.condition_features > 0 (--config hyper)")
+    pairs = load_pairs(exp) if pairs is None else pairs
+    run_fold(exp, workdir, pairs, progress, chunk_steps)
+    test = check_test_patients(workdir, exp, pairs)
+    centre = {w: getattr(exp.train, w) for w in conditioning.WEIGHTS}
+    trainer = params = None
+    out = {}
+    for name, cfg in settings.items():
+        path = evaluation.results_path(pathlib.Path(workdir) / name)
+        weights = {w: getattr(cfg, w) for w in conditioning.WEIGHTS}
+        done = wd.read_json(path, "results") if path.is_file() else None
+        if done is None or any(done.get(w) != v for w, v in weights.items()):
+            if trainer is None:
+                trainer, params = wd.load_trained(workdir, test.fixed.shape[1:])
+            res, table = evaluation.evaluate(trainer, params, test, ratios=conditioning.ratios_of(centre, **weights))
+            res.update(fold=exp.fold, num_folds=exp.num_folds, train_pairs=len(split(exp, pairs)[0]),
+                       data=exp.data_dir or "phantom", setting=name, seed=exp.train.seed, **weights)
+            evaluation.write_results(pathlib.Path(workdir) / name, res, test, table)
+            done = res
+        out[name] = done
     return out
 
 
@@ -328,3 +358,99 @@ def run_pinned(commands, cpu_sets, logs, cwd=None) -> list[int]:
         for p in procs:
             p.wait()
         raise
+
+
+def classic_grid() -> dict[str, classic.ClassicConfig]:
+    """The `jaxreg.classic` settings `select_classic` chooses among: curvature weight, NGF edge parameter, L-BFGS
+    iteration caps and pyramid depth around the default (`ClassicConfig()` is "a1_e0.1_it20_l3")."""
+    out = {}
+    for levels, tag in (((4, 2, 1), "l3"), ((8, 4, 2, 1), "l4")):
+        for iters in ((20, 10, 10), (40, 20, 20)):
+            caps = iters if len(levels) == 3 else (iters[0],) + iters
+            for alpha in (0.5, 1.0, 2.0):
+                for eps in (0.05, 0.1, 0.2):
+                    name = f"a{alpha:g}_e{eps:g}_it{iters[0]}_{tag}"
+                    out[name] = classic.ClassicConfig(alpha=alpha, epsilon=eps, levels=levels, max_iters=caps)
+    return out
+
+
+def classic_table(pairs: PairSet, cfg: classic.ClassicConfig, batch: int = 64):
+    """(`evaluation.pair_table` of `jaxreg.classic` on every pair, wall seconds a pair after compilation)."""
+    n = len(pairs)
+    pad = (-n) % batch
+    fix = np.concatenate([pairs.fixed, pairs.fixed[:pad]])
+    mov = np.concatenate([pairs.moving, pairs.moving[:pad]])
+    jax.block_until_ready(classic.register_batch(fix[:batch], mov[:batch], cfg))  # compile for the batch shape
+    t0 = time.perf_counter()
+    u = np.concatenate([np.asarray(classic.register_batch(fix[s:s + batch], mov[s:s + batch], cfg)[0])
+                        for s in range(0, len(fix), batch)])[:n]
+    seconds = (time.perf_counter() - t0) / max(n, 1)
+    return evaluation.pair_table(pairs, u), seconds
+
+
+def _cached_table(path: pathlib.Path, compute):
+    """A pair table and its seconds a pair, from `path` (.npz) or computed and stored there (temp + rename)."""
+    if path.is_file():
+        with np.load(path) as z:
+            return (z["before"], z["after"], z["folding"]), float(z["seconds"])
+    table, seconds = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez(tmp, before=table[0], after=table[1], folding=table[2], seconds=seconds)
+    os.replace(tmp, path)
+    return table, seconds
+
+
+MAX_FOLDING_PERCENT = 0.1  # a classic setting that folds more on the training folds is not chosen
+
+
+def select_classic(pairs: PairSet, workdir, candidates: dict | None = None, num_folds: int = 10,
+                   fold_seed: int = 0, peers=(), progress=print) -> dict:
+    """`jaxreg.classic`'s setting chosen by patient-wise CV (`jaxreg.selection`), scored beside the peers.
+
+    Every candidate (default `classic_grid()`) runs once on every pair (cached in `workdir/candidates/NAME.npz`:
+    a rerun resumes); each fold is scored with the candidate best on the other folds (highest mean Dice among those
+    folding < `MAX_FOLDING_PERCENT` there). Writes
+    `results_classic_cv.json` / `pairs_classic_cv.csv` (the pooled nested result, with the choice per fold and the
+    choice on all patients) and `results_{peer}.json` into workdir. Returns `{"classic_cv": results, peer:
+    results, "candidates": {name: results}}`.
+    """
+    from jaxreg import peers as peer_methods
+
+    workdir = pathlib.Path(workdir)
+    candidates = classic_grid() if candidates is None else candidates
+    tables, seconds, out = {}, {}, {"candidates": {}}
+    for name, cfg in candidates.items():
+        tables[name], seconds[name] = _cached_table(workdir / "candidates" / f"{name}.npz",
+                                                    lambda cfg=cfg: classic_table(pairs, cfg))
+        res = evaluation.summarize(pairs, tables[name], seconds[name] * len(pairs), method=name)
+        out["candidates"][name] = res
+        progress(f"{name:24s} Dice {100 * res['dice_mean_after']:.2f}%  folding {res['folding_percent']:.4f}%  "
+                 f"{1e3 * seconds[name]:.1f} ms/pair")
+    folds = selection.pair_folds(pairs, num_folds, fold_seed)
+    chosen, pooled = selection.nested_choice(tables, folds, MAX_FOLDING_PERCENT)
+    per_pair = np.array([seconds[chosen[int(k)]] for k in folds])
+    res = evaluation.summarize(pairs, pooled, float(per_pair.sum()), method="classic_cv")
+    res.update(num_folds=num_folds, fold_seed=fold_seed, chosen_per_fold={str(k): v for k, v in chosen.items()},
+               chosen_on_all=selection.best(tables, None, MAX_FOLDING_PERCENT), candidates=len(candidates),
+               max_folding_percent=MAX_FOLDING_PERCENT,
+               seconds_note="wall seconds a pair of each fold's choice, batched (64) on the process's cores")
+    res["chosen_on_all_config"] = dataclasses.asdict(candidates[res["chosen_on_all"]])
+    evaluation.write_results(workdir, res, pairs, pooled)
+    out["classic_cv"] = res
+    runs = {"demons": lambda: _timed(lambda: peer_methods.demons_batch(pairs.fixed, pairs.moving, threads=1), pairs)}
+    for peer in peers:
+        if peer not in runs:
+            raise ConfigError(f"unknown peer {peer!r}; known: {', '.join(runs)}")
+        table, sec = _cached_table(workdir / "peers" / f"{peer}.npz", runs[peer])
+        r = evaluation.summarize(pairs, table, sec * len(pairs), method=peer)
+        r["seconds_note"] = "wall seconds a pair, one thread"
+        evaluation.write_results(workdir, r, pairs, table)
+        out[peer] = r
+    return out
+
+
+def _timed(run, pairs: PairSet):
+    t0 = time.perf_counter()
+    u = np.asarray(run())
+    return evaluation.pair_table(pairs, u), (time.perf_counter() - t0) / max(len(pairs), 1)

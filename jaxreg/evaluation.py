@@ -25,8 +25,11 @@ from jaxreg.training.step import NUM_CLASSES, Trainer
 STRUCTURES = ("LV", "RV", "MYO")  # label 3, 1, 2
 
 
-def predict(trainer: Trainer, params, fixed: np.ndarray, moving: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Finest-level displacements `(N, *S, nd)` pixels for arrays `(N, *S)`, batched (padded to a fixed shape)."""
+def predict(trainer: Trainer, params, fixed: np.ndarray, moving: np.ndarray, batch_size: int = 64,
+            ratios=None) -> np.ndarray:
+    """Finest-level displacements `(N, *S, nd)` pixels for arrays `(N, *S)`, batched (padded to a fixed shape).
+
+    `ratios` `(3,)`: a weight-conditioned network's setting as ratios to its recipe's (`Trainer.fields`)."""
     n = len(fixed)
     bs = min(batch_size, max(n, 1))
     bs = int(math.ceil(bs / trainer.num_devices) * trainer.num_devices)
@@ -38,7 +41,7 @@ def predict(trainer: Trainer, params, fixed: np.ndarray, moving: np.ndarray, bat
             f = np.concatenate([f, np.zeros((pad,) + f.shape[1:], f.dtype)])
             m = np.concatenate([m, np.zeros((pad,) + m.shape[1:], m.dtype)])
         f, m = trainer.shard_batch(f, m)
-        out.append(np.asarray(trainer.eval_fields(params, f, m))[: bs - pad])
+        out.append(np.asarray(trainer.eval_fields(params, f, m, ratios))[: bs - pad])
     return np.concatenate(out) if out else np.zeros((0,) + fixed.shape[1:] + (fixed.ndim - 1,), np.float32)
 
 
@@ -88,11 +91,12 @@ def summarize(pairs: PairSet, table, seconds: float, method: str = "network") ->
     return res
 
 
-def evaluate(trainer: Trainer, params, pairs: PairSet, batch_size: int = 64, method: str = "network"):
-    """(summary, table) of the network on `pairs`; the timing excludes compilation (one warm-up batch first)."""
-    predict(trainer, params, pairs.fixed[:batch_size], pairs.moving[:batch_size], batch_size)  # compile
+def evaluate(trainer: Trainer, params, pairs: PairSet, batch_size: int = 64, method: str = "network", ratios=None):
+    """(summary, table) of the network on `pairs` (at `ratios`, see `predict`); the timing excludes compilation
+    (one warm-up batch first)."""
+    predict(trainer, params, pairs.fixed[:batch_size], pairs.moving[:batch_size], batch_size, ratios)  # compile
     t0 = time.perf_counter()
-    u = predict(trainer, params, pairs.fixed, pairs.moving, batch_size)
+    u = predict(trainer, params, pairs.fixed, pairs.moving, batch_size, ratios)
     seconds = time.perf_counter() - t0
     table = pair_table(pairs, u)
     return summarize(pairs, table, seconds, method), table

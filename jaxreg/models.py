@@ -33,6 +33,10 @@ class RegNetConfig:
     residual_levels: bool = dataclasses.field(default=True, metadata={
         "help": "Level l = its head + the refined level l-1 grid (the classic multi-level carry-up)."})
     negative_slope: float = dataclasses.field(default=0.2, metadata={"help": "Leaky ReLU slope."})
+    condition_features: int = dataclasses.field(default=0, metadata={
+        "help": "Weight conditioning (the hyper model): width of the MLP mapping the loss weights "
+                "(jaxreg.conditioning.encode) to a per-channel scale and shift (FiLM) after every convolution "
+                "of encoder and decoder; 0: an unconditioned network."})
 
 
 def level_shapes(image_shape: Sequence[int], cfg: RegNetConfig):
@@ -41,17 +45,37 @@ def level_shapes(image_shape: Sequence[int], cfg: RegNetConfig):
 
 
 class ConvBlock(nn.Module):
+    """3^nd convolution, then FiLM `x * (1 + scale) + shift` when given a condition embedding, then leaky ReLU."""
+
     features: int
     strides: int = 1
     negative_slope: float = 0.2
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, embedding=None):
         nd = x.ndim - 2
         # conv.conv_general_dilated: XLA's convolution, faster on CPU for stride 2 (gradient) and one input channel
         x = nn.Conv(self.features, (3,) * nd, strides=(self.strides,) * nd, padding="SAME",
                     conv_general_dilated=conv.conv_general_dilated)(x)
+        if embedding is not None:
+            # zero-initialised: a new conditioned network starts as the unconditioned one
+            film = nn.Dense(2 * self.features, kernel_init=nn.initializers.zeros, name="film")(embedding)
+            scale, shift = jnp.split(film.reshape((film.shape[0],) + (1,) * nd + (-1,)), 2, axis=-1)
+            x = x * (1.0 + scale) + shift
         return nn.leaky_relu(x, self.negative_slope)
+
+
+class ConditionMLP(nn.Module):
+    """Condition vector `(B, jaxreg.conditioning.FEATURES)` -> embedding `(B, features)` shared by the FiLM layers."""
+
+    features: int
+    negative_slope: float = 0.2
+
+    @nn.compact
+    def __call__(self, c):
+        for _ in range(2):
+            c = nn.leaky_relu(nn.Dense(self.features)(c), self.negative_slope)
+        return c
 
 
 class Encoder(nn.Module):
@@ -61,23 +85,30 @@ class Encoder(nn.Module):
     negative_slope: float = 0.2
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, embedding=None):
         feats = []
         for i, f in enumerate(self.features):
-            x = ConvBlock(f, strides=1 if i == 0 else 2, negative_slope=self.negative_slope)(x)
-            x = ConvBlock(f, negative_slope=self.negative_slope)(x)
+            x = ConvBlock(f, strides=1 if i == 0 else 2, negative_slope=self.negative_slope)(x, embedding)
+            x = ConvBlock(f, negative_slope=self.negative_slope)(x, embedding)
             feats.append(x)
         return feats
 
 
 class RegNet(nn.Module):
-    """Shared-weight encoder on fixed and moving, UNet decoder with skips from both, three B-spline heads."""
+    """Shared-weight encoder on fixed and moving, UNet decoder with skips from both, three B-spline heads.
+
+    With `cfg.condition_features > 0` the call takes `condition` `(B, jaxreg.conditioning.FEATURES)` (the encoded
+    loss weights) and modulates every convolution (FiLM); unconditioned networks take none.
+    """
 
     cfg: RegNetConfig = RegNetConfig()
 
     @nn.compact
-    def __call__(self, fixed, moving):
+    def __call__(self, fixed, moving, condition=None):
         cfg = self.cfg
+        if (condition is not None) != (cfg.condition_features > 0):
+            raise ValueError("a weight-conditioned network (condition_features > 0) needs a condition vector, and "
+                             "an unconditioned one takes none")
         if fixed.ndim == moving.ndim and fixed.shape[-1] != 1:
             fixed, moving = fixed[..., None], moving[..., None]
         if fixed.shape != moving.shape:
@@ -87,8 +118,11 @@ class RegNet(nn.Module):
         down = 2 ** (len(cfg.encoder_features) - 1)
         if any(n % down for n in spatial):
             raise ValueError(f"image side must be divisible by {down}; got spatial shape {spatial}")
+        embedding = None
+        if condition is not None:
+            embedding = ConditionMLP(cfg.condition_features, cfg.negative_slope)(jnp.asarray(condition, fixed.dtype))
         encoder = Encoder(cfg.encoder_features, cfg.negative_slope)  # one module, called twice: shared weights
-        ef, em = encoder(fixed), encoder(moving)
+        ef, em = encoder(fixed, embedding), encoder(moving, embedding)
         outputs = []
         x = None
         n_enc = len(cfg.encoder_features)
@@ -102,8 +136,8 @@ class RegNet(nn.Module):
                 b = x.shape[0]
                 x = jax.image.resize(x, (b,) + skip.shape[1:-1] + (x.shape[-1],), "nearest")
                 skip = jnp.concatenate([x, skip], axis=-1)
-            x = ConvBlock(feat, negative_slope=cfg.negative_slope)(skip)
-            x = ConvBlock(feat, negative_slope=cfg.negative_slope)(x)
+            x = ConvBlock(feat, negative_slope=cfg.negative_slope)(skip, embedding)
+            x = ConvBlock(feat, negative_slope=cfg.negative_slope)(x, embedding)
             head = nn.Conv(nd, (3,) * nd, padding="SAME", kernel_init=nn.initializers.zeros,
                            bias_init=nn.initializers.zeros, name=f"head{level}")(x)
             # feature j sits at level pixel stride*j + (stride-1)/2 ~ control j+1: pad 1 before, 2 after

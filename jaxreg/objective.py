@@ -49,9 +49,9 @@ def combine(terms: dict, w: dict):
     return sum(w[k] * terms[k] for k in TERMS)
 
 
-def multilevel_terms(fields: Sequence, fixed, moving, fixed_onehot, moving_onehot, level_factors: Sequence[int],
-                     level_weights: Sequence[float], epsilon: float = 0.1, squared_ngf: bool = True) -> dict:
-    """Batch means of the terms summed over levels: fields coarse -> fine `(B, *S_l, nd)`, images `(B, *S)`.
+def multilevel_sample_terms(fields: Sequence, fixed, moving, fixed_onehot, moving_onehot, level_factors: Sequence[int],
+                            level_weights: Sequence[float], epsilon: float = 0.1, squared_ngf: bool = True) -> dict:
+    """Per-sample terms `(B,)` summed over levels: fields coarse -> fine `(B, *S_l, nd)`, images `(B, *S)`.
 
     Each level sees the images average-pooled by its factor; pixel sums weight a coarse level by its pixel count,
     so `level_weights` are 1 in the paper's recipe.
@@ -65,8 +65,16 @@ def multilevel_terms(fields: Sequence, fixed, moving, fixed_onehot, moving_oneho
         t = jax.vmap(lambda *a: level_terms(*a, n_finest=n_finest, epsilon=epsilon, squared_ngf=squared_ngf))(
             u, f, m, fo, mo)
         for k in TERMS:
-            total[k] += lw * jnp.mean(t[k])
+            total[k] = total[k] + lw * t[k]
     return total
+
+
+def multilevel_terms(fields: Sequence, fixed, moving, fixed_onehot, moving_onehot, level_factors: Sequence[int],
+                     level_weights: Sequence[float], epsilon: float = 0.1, squared_ngf: bool = True) -> dict:
+    """Batch means of `multilevel_sample_terms` (scalars)."""
+    t = multilevel_sample_terms(fields, fixed, moving, fixed_onehot, moving_onehot, level_factors, level_weights,
+                                epsilon, squared_ngf)
+    return {k: jnp.mean(v) for k, v in t.items()}
 
 
 def identity_terms(fixed, moving, fixed_onehot, moving_onehot, epsilon: float = 0.1) -> dict:

@@ -110,3 +110,31 @@ def cv_table(results: list[dict], test_patients: list | None = None, baselines: 
                 else "-" for g in groups) + " |")
     return "\n".join(lines) + "\n"
 
+
+
+def comparison_table(results: dict) -> str:
+    """Markdown: methods (`{name: results dict}`) side by side on every Dice key they all have (mean, structures,
+    directions, slice regions, pathology groups), folding % and seconds a pair; the first two columns' difference
+    last (first minus second)."""
+    names = list(results)
+    keys = ["dice_mean_after", "dice_LV_after", "dice_RV_after", "dice_MYO_after"]
+    subgroups = [k for k in results[names[0]] if k.startswith("dice_mean_after_")]
+    order = ([k for k in subgroups if "_to_" in k] + [f"dice_mean_after_{r}" for r in ("base", "mid", "apex")]
+             + sorted(k for k in subgroups if "_group_" in k))
+    keys += [k for k in order if all(k in r for r in results.values())]
+    diff = len(names) >= 2
+    lines = ["| Dice % | " + " | ".join(names) + (f" | {names[0]} - {names[1]} |" if diff else " |"),
+             "|---|" + "---|" * (len(names) + diff)]
+    for k in keys:
+        sub = k.removeprefix("dice_mean_after_")
+        label = ("mean" if k == "dice_mean_after" else f"group {subgroup_name(sub)}" if sub.startswith("group_")
+                 else subgroup_name(sub) if k.startswith("dice_mean_after_") else f"structure {k.split('_')[1]}")
+        vals = [100 * results[n][k] for n in names]
+        lines.append(f"| {label} | " + " | ".join(f"{v:.1f}" for v in vals)
+                     + (f" | {vals[0] - vals[1]:+.1f} |" if diff else " |"))
+    lines.append("| folding % | " + " | ".join(f"{results[n]['folding_percent']:.4f}" for n in names)
+                 + (" | |" if diff else " |"))
+    lines.append("| s / pair | " + " | ".join(f"{results[n]['seconds_per_pair']:.4f}" for n in names)
+                 + (f" | {results[names[0]]['seconds_per_pair'] / results[names[1]]['seconds_per_pair']:.2f}x |"
+                    if diff else " |"))
+    return "\n".join(lines) + "\n"

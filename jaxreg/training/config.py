@@ -42,6 +42,12 @@ class TrainConfig:
     seed: int = _f(0, "Initialisation seed (>= 0); also the data seed unless data_seed is set.")
     data_seed: int | None = _f(None, "Batch order and augmentation seed (>= 0); unset: seed. Population members "
                                      "share it (common random numbers).")
+    hyper_range: float = _f(100.0, "Weight-conditioned model (model.condition_features > 0): each training sample "
+                                   "draws delta, alpha, beta log-uniformly within x1/hyper_range .. x hyper_range of "
+                                   "the recipe's (jaxreg.conditioning).")
+    hyper_zero_prob: float = _f(0.1, "Weight-conditioned model: probability that a drawn weight is 0 (Table 1's x0).")
+    hyper_axes_prob: float = _f(0.5, "Weight-conditioned model: probability that a sample varies one weight only "
+                                     "(the other two at the recipe's, as in Table 1); otherwise all three.")
     model: RegNetConfig = _f(RegNetConfig(), "The network (its fields are flags of their own).")
 
     def to_json(self) -> dict:
@@ -56,6 +62,11 @@ class TrainConfig:
         d.setdefault("lr_schedule", "constant")
         d.setdefault("data_seed", None)
         return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+    @property
+    def conditioned(self) -> bool:
+        """A weight-conditioned ("hyper") recipe: the network reads the loss weights, drawn per training sample."""
+        return self.model.condition_features > 0
 
     @property
     def resolved_data_seed(self) -> int:
@@ -76,6 +87,16 @@ class TrainConfig:
             raise ConfigError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}; got {self.lr_schedule!r}")
         if not isinstance(self.squared_ngf, bool):
             raise ConfigError(f"squared_ngf must be true or false; got {self.squared_ngf!r}")
+        check_number("hyper_range", self.hyper_range, minimum=1.0)
+        for name in ("hyper_zero_prob", "hyper_axes_prob"):
+            check_number(name, getattr(self, name), minimum=0.0)
+            if getattr(self, name) > 1.0:
+                raise ConfigError(f"{name} must be a probability in [0, 1]; got {getattr(self, name)!r}")
+        if self.conditioned:
+            for name in ("delta", "alpha", "beta"):
+                if getattr(self, name) <= 0:
+                    raise ConfigError(f"{name} must be > 0 for a weight-conditioned model (the weights it answers "
+                                      f"are ratios to the recipe's); got {getattr(self, name)!r}")
         m = self.model
         if len(self.level_weights) != len(m.level_factors):
             raise ConfigError(f"level_weights needs one weight per output level ({len(m.level_factors)}); got "
@@ -95,6 +116,7 @@ def validate_model(m: RegNetConfig) -> None:
             check_int(name, v, minimum=1)
     check_int("stride", m.stride, minimum=1)
     check_number("negative_slope", m.negative_slope, minimum=0.0)
+    check_int("condition_features", m.condition_features, minimum=0)
     if list(m.level_factors) != sorted(m.level_factors, reverse=True):
         raise ConfigError(f"level_factors run coarse -> fine (decreasing); got {m.level_factors}")
     for f in m.level_factors:

@@ -26,7 +26,7 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxreg import objective
+from jaxreg import conditioning, objective
 from jaxreg.data import augment as augment_lib
 from jaxreg.errors import ConfigError
 from jaxreg.models import RegNet, dense_fields, finest_displacement
@@ -42,12 +42,25 @@ def loss_weights(cfg: TrainConfig) -> dict:
 
 
 def loss_fn(params, model: RegNet, batch, weights: dict, cfg: TrainConfig):
-    """Batch mean of sum over levels of delta*D + alpha_eff*R + beta*B; returns (loss, unweighted terms)."""
-    fixed, moving, fixed_oh, moving_oh = batch
-    fields = dense_fields(model.apply(params, fixed, moving), fixed.shape[1:], cfg.model)
-    terms = objective.multilevel_terms(fields, fixed, moving, fixed_oh, moving_oh, cfg.model.level_factors,
-                                       cfg.level_weights, cfg.epsilon, cfg.squared_ngf)
-    return objective.combine(terms, weights), terms
+    """Batch mean of sum over levels of delta*D + alpha_eff*R + beta*B; returns (loss, unweighted batch-mean terms).
+
+    A weight-conditioned recipe's batch carries per-sample ratios `(B, 3)` to `weights` (the centre): sample b is
+    conditioned on them, weighted by `weights * ratios[b]` and divided by `conditioning.loss_scale(ratios[b])`.
+    """
+    fixed, moving, fixed_oh, moving_oh = batch[:4]
+    if not cfg.conditioned:
+        fields = dense_fields(model.apply(params, fixed, moving), fixed.shape[1:], cfg.model)
+        terms = objective.multilevel_terms(fields, fixed, moving, fixed_oh, moving_oh, cfg.model.level_factors,
+                                           cfg.level_weights, cfg.epsilon, cfg.squared_ngf)
+        return objective.combine(terms, weights), terms
+    ratios = batch[4]
+    controls = model.apply(params, fixed, moving, conditioning.encode(ratios))
+    fields = dense_fields(controls, fixed.shape[1:], cfg.model)
+    terms = objective.multilevel_sample_terms(fields, fixed, moving, fixed_oh, moving_oh, cfg.model.level_factors,
+                                              cfg.level_weights, cfg.epsilon, cfg.squared_ngf)
+    per_sample = objective.combine(terms, conditioning.scaled_weights(weights, ratios))
+    loss = jnp.mean(per_sample / conditioning.loss_scale(ratios, cfg.hyper_range))
+    return loss, {k: jnp.mean(v) for k, v in terms.items()}
 
 
 def learning_rate_schedule(cfg: TrainConfig, steps_per_epoch: int):
@@ -60,11 +73,17 @@ def learning_rate_schedule(cfg: TrainConfig, steps_per_epoch: int):
 
 
 def prepare_batch(key, fixed, moving, fixed_labels, moving_labels, deform, cfg: TrainConfig):
-    """Images `(B, *S)`, int labels -> (fixed, moving, one-hot, one-hot), freshly deformed where `deform`."""
+    """Images `(B, *S)`, int labels -> (fixed, moving, one-hot, one-hot), freshly deformed where `deform`; a
+    weight-conditioned recipe appends each sample's loss-weight ratios `(B, 3)` (`conditioning.sample_ratios`)."""
     aug = augment_lib.augment_batch(key, fixed, moving, fixed_labels, moving_labels, NUM_CLASSES,
                                     cfg.augment_stride, cfg.augment_max_disp)
     plain = augment_lib.onehot_pair(fixed, moving, fixed_labels, moving_labels, NUM_CLASSES)
-    return jax.tree.map(lambda a, b: jnp.where(deform, a, b), aug, plain)
+    batch = jax.tree.map(lambda a, b: jnp.where(deform, a, b), aug, plain)
+    if cfg.conditioned:
+        ratios = conditioning.sample_ratios(jax.random.fold_in(key, 1), fixed.shape[0], cfg.hyper_range,
+                                            cfg.hyper_zero_prob, cfg.hyper_axes_prob)
+        batch = (*batch, ratios)
+    return batch
 
 
 def apply_step(state, batch, weights, model, tx, cfg: TrainConfig):
@@ -198,7 +217,8 @@ class Trainer:
     def init_state(self, seed: int | None = None) -> dict:
         """Parameters from `seed` (default the config's), Adam state, step 0; replicated over the devices."""
         x = jnp.zeros((1,) + tuple(self.image_shape), jnp.float32)
-        params = self.model.init(jax.random.key(self.cfg.seed if seed is None else seed), x, x)
+        c = jnp.zeros((1, conditioning.FEATURES), jnp.float32) if self.cfg.conditioned else None
+        params = self.model.init(jax.random.key(self.cfg.seed if seed is None else seed), x, x, c)
         state = {"params": params, "opt_state": self.tx.init(params), "step": jnp.zeros((), jnp.int32)}
         return jax.device_put(state, self.replicated)
 
@@ -266,23 +286,35 @@ class Trainer:
         (states, active), metrics = jax.lax.scan(body, (states, active), (index, deform, keys, valid))
         return states, active, metrics
 
-    def fields(self, params, fixed, moving):
-        """Finest-level displacements `(B, *S, nd)` pixels for `(B, *S)` images (jit-able; chunked on CPU)."""
-        def chunked(params, f, m):
-            def one(f, m):
-                return finest_displacement(self.model.apply(params, f, m), f.shape[1:], self.cfg.model)
+    def fields(self, params, fixed, moving, ratios=None):
+        """Finest-level displacements `(B, *S, nd)` pixels for `(B, *S)` images (jit-able; chunked on CPU).
+
+        `ratios`: a weight-conditioned network's loss weights as ratios to its recipe's, `(3,)` or `(B, 3)`
+        (delta, alpha, beta; `conditioning.ratios_of`); None: the recipe's own (ones). Unconditioned: must be None.
+        """
+        if not self.cfg.conditioned and ratios is not None:
+            raise ValueError("this network is not weight-conditioned: it takes no loss weights")
+        b = fixed.shape[0]
+        ratios = jnp.ones((3,), jnp.float32) if ratios is None else jnp.asarray(ratios, jnp.float32)
+        condition = jnp.broadcast_to(conditioning.encode(ratios), (b, conditioning.FEATURES))
+
+        def chunked(params, f, m, c):
+            def one(f, m, c):
+                c = c if self.cfg.conditioned else None
+                return finest_displacement(self.model.apply(params, f, m, c), f.shape[1:], self.cfg.model)
 
             if f.shape[0] <= self.infer_chunk:
-                return one(f, m)
+                return one(f, m, c)
             # chunks of `infer_chunk` pairs in sequence (lax.map vmaps within a chunk, remainder included), so each
             # chunk's activations stay in cache
-            return jax.lax.map(lambda fm: one(fm[0][None], fm[1][None])[0], (f, m), batch_size=self.infer_chunk)
+            return jax.lax.map(lambda x: one(x[0][None], x[1][None], x[2][None])[0], (f, m, c),
+                               batch_size=self.infer_chunk)
 
-        if self.num_devices > 1 and fixed.shape[0] % self.num_devices == 0:
+        if self.num_devices > 1 and b % self.num_devices == 0:
             # data parallel: each device runs its shard of the batch in chunks
-            return jax.shard_map(chunked, mesh=self.mesh, in_specs=(P(), P("data"), P("data")),
-                                 out_specs=P("data"))(params, fixed, moving)
-        return chunked(params, fixed, moving)
+            return jax.shard_map(chunked, mesh=self.mesh, in_specs=(P(), P("data"), P("data"), P("data")),
+                                 out_specs=P("data"))(params, fixed, moving, condition)
+        return chunked(params, fixed, moving, condition)
 
     def upload(self, *arrays):
         """Arrays put once on every device (the training set of a device-resident loop)."""

@@ -1,0 +1,175 @@
+"""The weight-conditioned ("hyper") network: FiLM start, its loss, training that follows the weights, inference
+and the CLI at chosen weights, and one fold scored at every Table 1 setting."""
+
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import nibabel as nib
+import numpy as np
+import pytest
+
+from jaxreg import ablation, cli, conditioning, cv, losses
+from jaxreg.data import phantom_pairs
+from jaxreg.inference import load_model
+from jaxreg.models import RegNet
+from jaxreg.training import TrainConfig, Trainer, train
+from jaxreg.training.step import loss_fn, loss_weights, prepare_batch
+from tests.test_cli import _files, patient  # noqa: F401 - the CLI's NIfTI patient fixture
+from tests.test_train import TINY_MODEL
+
+HYPER_MODEL = dataclasses.replace(TINY_MODEL, condition_features=16)
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    return phantom_pairs(32, seed=0, size=64)
+
+
+@pytest.fixture(scope="module")
+def trained(pairs, tmp_path_factory):
+    """A tiny hyper model, 40 epochs x 4 steps on the phantom, one-weight-at-a-time sampling (~20 s on 2 cores)."""
+    cfg = TrainConfig(epochs=40, augment=1, batch_size=8, model=HYPER_MODEL, alpha=300.0, learning_rate=3e-3,
+                      hyper_axes_prob=1.0)
+    workdir = tmp_path_factory.mktemp("hyper")
+    trainer, state = train(cfg, pairs, workdir, progress=False)
+    return cfg, trainer, state["params"], workdir
+
+
+def test_a_new_conditioned_network_is_the_unconditioned_one(pairs):
+    """FiLM layers start at zero and Flax names the convolutions alike: same seed, same convolutions, same output
+    whatever the weights."""
+    f, m = jnp.asarray(pairs.fixed[:2]), jnp.asarray(pairs.moving[:2])
+    plain, hyper = RegNet(TINY_MODEL), RegNet(HYPER_MODEL)
+    c = conditioning.encode(jnp.array([[0.0, 10.0, 0.1], [1.0, 1.0, 100.0]]))
+    p_plain = plain.init(jax.random.key(0), f, m)
+    p_hyper = hyper.init(jax.random.key(0), f, m, c)
+    # give the heads weight so the outputs are not all zero
+    bump = lambda tree: jax.tree.map(lambda x: x + 0.01, tree)  # noqa: E731
+    for p in (p_plain, p_hyper):
+        for h in ("head0", "head1", "head2"):
+            p["params"][h] = bump(p["params"][h])
+    out_plain, out_hyper = plain.apply(p_plain, f, m), hyper.apply(p_hyper, f, m, c)
+    assert float(jnp.abs(out_plain[-1]).max()) > 0
+    for a, b in zip(out_plain, out_hyper):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="condition"):
+        hyper.apply(p_hyper, f, m)
+
+
+def test_hyper_loss_at_the_centre_is_the_plain_loss(pairs):
+    """With every ratio 1 (and fresh FiLM layers) the per-sample weighted, rescaled loss is the plain loss."""
+    base = TrainConfig(model=TINY_MODEL, batch_size=4)
+    cfg = dataclasses.replace(base, model=HYPER_MODEL)
+    f, m = jnp.asarray(pairs.fixed[:4]), jnp.asarray(pairs.moving[:4])
+    fl, ml = jnp.asarray(pairs.fixed_labels[:4], jnp.int32), jnp.asarray(pairs.moving_labels[:4], jnp.int32)
+    batch = prepare_batch(jax.random.key(0), f, m, fl, ml, True, base)
+    p_plain = Trainer(base, (64, 64)).init_state()["params"]
+    p_hyper = Trainer(cfg, (64, 64)).init_state()["params"]
+    p_plain["params"]["head2"] = jax.tree.map(lambda x: x + 0.02, p_plain["params"]["head2"])
+    p_hyper["params"]["head2"] = jax.tree.map(lambda x: x + 0.02, p_hyper["params"]["head2"])
+    want, _ = loss_fn(p_plain, RegNet(TINY_MODEL), batch, loss_weights(base), base)
+    got, _ = loss_fn(p_hyper, RegNet(HYPER_MODEL), (*batch, jnp.ones((4, 3))), loss_weights(cfg), cfg)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    # a sample at alpha x100 is divided by 100: its loss is 0.01 * (NGF + label) + the centre's curvature term
+    r = jnp.tile(jnp.array([[1.0, 100.0, 1.0]]), (4, 1))
+    scaled, terms = loss_fn(p_hyper, RegNet(HYPER_MODEL), (*batch, r), loss_weights(cfg), cfg)
+    w = loss_weights(cfg)
+    expect = 0.01 * (w["ngf"] * terms["ngf"] + w["label"] * terms["label"]) + w["curvature"] * terms["curvature"]
+    np.testing.assert_allclose(scaled, expect, rtol=1e-5)
+
+
+def test_the_trained_field_follows_the_weights(trained, pairs):
+    """Larger alpha: a smoother field (less curvature); larger beta: a larger field (the labels pull harder)."""
+    cfg, trainer, params, _ = trained
+    f, m = jnp.asarray(pairs.fixed[:16]), jnp.asarray(pairs.moving[:16])
+
+    def field(r):
+        return trainer.eval_fields(params, f, m, jnp.asarray(r, jnp.float32))
+
+    curv = {a: float(jnp.mean(jax.vmap(losses.curvature)(field([1.0, a, 1.0])))) for a in (0.01, 1.0, 100.0)}
+    assert curv[0.01] > curv[1.0] > curv[100.0]
+    assert curv[0.01] > 1.3 * curv[100.0]
+    mag = {b: float(jnp.abs(field([1.0, 1.0, b])).mean()) for b in (0.01, 100.0)}
+    assert mag[100.0] > 1.05 * mag[0.01]
+
+
+def test_load_model_answers_weights_without_recompiling(trained, pairs):
+    cfg, trainer, params, workdir = trained
+    model = load_model(workdir, image_shape=(64, 64))
+    assert model.conditioned and model.default_weights == {"delta": 1.0, "alpha": 300.0, "beta": 5e4}
+    f, m = pairs.fixed[:4], pairs.moving[:4]
+    u0 = np.asarray(model(f, m))
+    np.testing.assert_allclose(u0, model(f, m, alpha=300.0), atol=1e-6)  # the recipe's own weight
+    u_hi = np.asarray(model(f, m, alpha=30000.0))
+    want = trainer.eval_fields(params, jnp.asarray(f), jnp.asarray(m), jnp.array([1.0, 100.0, 1.0]))
+    np.testing.assert_allclose(u_hi, want, atol=1e-5)
+    assert np.abs(u_hi - u0).max() > 1e-3
+    for beta in (0.0, 5e3, 5e5):
+        model(f, m, beta=beta)
+    assert model.compilations() == 1  # six weight settings, one compiled network
+    with pytest.raises(ValueError, match="alpha"):
+        model(f, m, alpha=-1.0)
+
+
+def test_unconditioned_model_refuses_weights(pairs, tmp_path):
+    cfg = TrainConfig(epochs=1, augment=1, batch_size=4, model=TINY_MODEL)
+    train(cfg, phantom_pairs(4, seed=0, size=64), tmp_path, progress=False)
+    model = load_model(tmp_path, image_shape=(64, 64))
+    assert not model.conditioned
+    with pytest.raises(ValueError, match="not weight-conditioned"):
+        model(pairs.fixed[:1], pairs.moving[:1], alpha=10.0)
+
+
+def test_cli_registers_at_chosen_weights(trained, patient, tmp_path, capsys):  # noqa: F811
+    _, _, _, workdir = trained
+    f, m, ml, fl = _files(patient)
+    reports = {}
+    for alpha in (3.0, 30000.0):
+        out = tmp_path / f"a{alpha:g}"
+        rc = cli.main(["register", "--fixed", str(f), "--moving", str(m), "--moving-labels", str(ml), "--model",
+                       str(workdir), "--alpha", str(alpha), "--out", str(out)])
+        assert rc == 0
+        reports[alpha] = json.loads((out / "report.json").read_text())
+        assert reports[alpha]["loss_weights"] == {"delta": 1.0, "alpha": alpha, "beta": 5e4}
+    d_lo = np.asarray(nib.load(str(tmp_path / "a3" / "displacement.nii.gz")).dataobj)
+    d_hi = np.asarray(nib.load(str(tmp_path / "a30000" / "displacement.nii.gz")).dataobj)
+    assert np.abs(d_lo - d_hi).max() > 1e-3
+
+
+@pytest.mark.parametrize("case", ["plain_model", "classic", "negative"])
+def test_cli_weight_errors_are_one_line_exit_2(patient, tmp_path, capsys, case):  # noqa: F811
+    f, m, _, _ = _files(patient)
+    args = ["register", "--fixed", str(f), "--moving", str(m), "--out", str(tmp_path / "out"), "--alpha", "3000"]
+    if case == "classic":
+        args += ["--method", "classic"]
+    elif case == "negative":
+        args[-1] = "-5"
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "alpha" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_hyper_fold_scores_every_setting_and_resumes(tmp_path):
+    from experiments.configs import tiny
+
+    exp = tiny.get_config()
+    exp = dataclasses.replace(exp, train=dataclasses.replace(
+        exp.train, epochs=1, model=dataclasses.replace(exp.train.model, condition_features=8)))
+    grid = ablation.settings(exp.train)
+    chosen = {n: grid[n] for n in ("opt", "alpha_x100", "beta_x0")}
+    out = cv.run_hyper_fold(exp, chosen, tmp_path)
+    assert set(out) == set(chosen)
+    for name, res in out.items():
+        stored = json.loads((tmp_path / name / "results.json").read_text())
+        assert stored["setting"] == name and stored["alpha"] == chosen[name].alpha
+        assert stored["beta"] == chosen[name].beta and 0 <= stored["dice_mean_after"] <= 1
+    assert out["opt"]["dice_mean_after"] == pytest.approx(
+        json.loads((tmp_path / "results.json").read_text())["dice_mean_after"], abs=1e-6)
+    again = cv.run_hyper_fold(exp, chosen, tmp_path)  # read back, nothing retrained or rescored
+    assert again == {n: json.loads((tmp_path / n / "results.json").read_text()) for n in chosen}
+    with pytest.raises(Exception, match="condition_features"):
+        cv.run_hyper_fold(dataclasses.replace(exp, train=dataclasses.replace(
+            exp.train, model=dataclasses.replace(exp.train.model, condition_features=0))), chosen, tmp_path / "x")

@@ -1,0 +1,70 @@
+"""jaxreg.selection: choosing a setting on the other folds' patients, against a naive loop."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from jaxreg import selection
+from jaxreg.data import phantom_pairs, split_fold
+
+
+def _table(rng, n):
+    after = rng.uniform(0.5, 1.0, (n, 3))
+    after[rng.uniform(size=(n, 3)) < 0.1] = np.nan  # absent structures
+    return rng.uniform(0, 1, (n, 3)), after, rng.uniform(0, 0.01, n)
+
+
+def test_pair_folds_match_split_fold():
+    pairs = phantom_pairs(40, seed=0, size=32, directions=("ED->ES", "ES->ED"))
+    folds = selection.pair_folds(pairs, k=5, seed=3)
+    for k in range(5):
+        _, test = split_fold(pairs, k, 5, 3)
+        assert sorted(set(np.asarray(pairs.patient)[folds == k].tolist())) == sorted(test.patients)
+
+
+@given(st.integers(0, 2**31 - 1), st.integers(2, 5))
+def test_nested_choice_against_a_naive_loop(seed, n_cand):
+    rng = np.random.default_rng(seed)
+    n, k = 60, 4
+    folds = rng.integers(0, k, n)
+    tables = {f"c{i}": _table(rng, n) for i in range(n_cand)}
+    chosen, pooled = selection.nested_choice(tables, folds)
+    for fold in np.unique(folds):
+        train = folds != fold
+        means = []
+        for name, t in tables.items():
+            vals = [np.nanmean(row) for row in t[1][train] if np.isfinite(row).any()]
+            means.append(sum(vals) / len(vals))
+        want = list(tables)[int(np.argmax(means))]
+        assert chosen[int(fold)] == want
+        for i in np.flatnonzero(folds == fold):
+            for j in range(3):
+                np.testing.assert_array_equal(pooled[j][i], tables[want][j][i])
+
+
+def test_a_setting_that_wins_only_on_its_own_fold_is_not_chosen_for_it():
+    rng = np.random.default_rng(0)
+    n = 40
+    folds = np.repeat(np.arange(4), 10)
+    good, lucky = _table(rng, n), _table(rng, n)
+    lucky[1][:] = good[1] - 0.05
+    lucky[1][folds == 2] = 1.0  # perfect on fold 2 only
+    chosen, pooled = selection.nested_choice({"good": good, "lucky": lucky}, folds)
+    assert chosen[2] == "good" and chosen[0] == "lucky"  # fold 0's choice sees fold 2's luck
+    np.testing.assert_array_equal(pooled[1][folds == 2], good[1][folds == 2])
+    assert selection.best({"good": good, "lucky": lucky}) == "lucky"
+    with pytest.raises(ValueError):
+        selection.best({})
+
+
+def test_a_setting_that_folds_too_much_is_not_chosen():
+    rng = np.random.default_rng(1)
+    safe, folding = _table(rng, 30), _table(rng, 30)
+    folding[1][:] = np.nan_to_num(safe[1], nan=0.7) + 0.1
+    safe[2][:] = 0.0005  # 0.05 % of pixels
+    folding[2][:] = 0.005  # 0.5 %
+    assert selection.best({"safe": safe, "folding": folding}) == "folding"
+    assert selection.best({"safe": safe, "folding": folding}, max_folding_percent=0.1) == "safe"
+    # none below the limit: the best Dice regardless
+    assert selection.best({"folding": folding}, max_folding_percent=0.1) == "folding"
