@@ -3,9 +3,10 @@
 A population of P members (Table 1's settings: one compiled step, weights as data, one shared batch and
 augmentation a step) against P single runs one after another (each the same compiled single-run scan). Median
 of --repeats chunks of --steps steps after one warm-up chunk (compilation excluded); batch 30 x 112 x 112, the
-paper's network.
+paper's network. Then the weight-conditioned (hyper) network's step (`--config hyper`: FiLM layers, per-sample
+weights) against the single run's: one hyper training answers all 16 settings.
 
-    python benchmarks/bench_ablation.py [--sizes 1,4,16] [--steps 4] [--repeats 3] [--member_chunk N]
+    python benchmarks/bench_ablation.py [--sizes 1,4,16] [--steps 4] [--repeats 3] [--member_chunk N] [--nohyper]
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def main():
     ap.add_argument("--batch", type=int, default=30)
     ap.add_argument("--member_chunk", type=int, default=None, help="members vmapped together (default: 1 on CPU, "
                     "all on an accelerator)")
+    ap.add_argument("--nohyper", dest="hyper", action="store_false", help="skip the hyper network's step")
     add_convolution_flag(ap)
     args = ap.parse_args()
     eigen = apply_convolution_flag(args)
@@ -74,6 +76,19 @@ def main():
         t = median_time(population, 1, args.repeats) / T
         print(f"| {P} | {t:.3f} | {t / P:.3f} | {t / P / t_single:.2f}x | {P / t:.2f} | {1 / t_single:.2f} | "
               f"{t_single * P / t:.2f}x |")
+    if args.hyper:
+        hcfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, condition_features=64))
+        htr = train.Trainer(hcfg, (112, 112))
+        hbox = {"state": htr.init_state()}
+
+        def hyper():
+            hbox["state"], m = htr.run_steps(hbox["state"], data, index, deform, keys, valid, w1)
+            jax.block_until_ready(m)
+
+        t_hyper = median_time(hyper, 1, args.repeats) / T
+        print(f"hyper network (condition_features 64): {t_hyper * 1e3:.0f} ms/step, {t_hyper / t_single:.2f}x the "
+              f"single run's step; the 16 settings of Table 1 from one training: {16 * t_single / t_hyper:.1f}x "
+              "the settings x steps per second of sequential single runs (same steps per training)")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import os
 import jax
 import jax.numpy as jnp
 
-from timing import median_time  # benchmarks/ is on sys.path when run as a script
+from timing import add_torch_device_flag, median_time, torch_device, torch_synchronize  # benchmarks/ on sys.path
 from jaxreg import bspline, losses, warp
 
 
@@ -49,11 +49,12 @@ def jax_pipeline_fn(batch, spatial, stride, n_labels=4):
 
 
 # ---------------------------------------------------------------- torch side
-def torch_peers(nthreads):
+def torch_peers(nthreads, device="cpu"):
     import torch
     import torch.nn.functional as F
 
     torch.set_num_threads(nthreads)
+    torch.set_default_device(device)  # every tensor below is made on the peers' device
 
     def t_grad(img, nd):  # central differences on the interior, (B, ...) -> list of (B, interior)
         sl = [slice(None)] + [slice(1, -1)] * nd
@@ -91,6 +92,7 @@ def torch_peers(nthreads):
             m.grad = None
             loss = t_ngf(f, m, nd)
             loss.backward()
+            torch_synchronize(device)
 
         return run
 
@@ -130,6 +132,7 @@ def torch_peers(nthreads):
             u = evaluate_cubic_bspline(c, stride=stride, shape=spatial)
             loss = t_ngf(f[:, 0], sample(m, u)[:, 0], nd) + t_curv(u, nd) + 0.5 * torch.sum((sample(lm, u) - lf) ** 2)
             loss.backward()
+            torch_synchronize(device)
 
         return run
 
@@ -142,6 +145,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--skip_peers", action="store_true", help="JAX rows only (no torch needed)")
+    add_torch_device_flag(ap)
     args = ap.parse_args()
     rows = []
     cases = [
@@ -150,7 +154,8 @@ def main():
         ("bspline+warp+NGF+curv+SSD", "30x112x112 s8", lambda: jax_pipeline_fn(30, (112, 112), 8), ("pipe", 30, (112, 112), 8)),
         ("bspline+warp+NGF+curv+SSD", "1x96^3 s8", lambda: jax_pipeline_fn(1, (96, 96, 96), 8), ("pipe", 1, (96, 96, 96), 8)),
     ]
-    peers = None if args.skip_peers else torch_peers(args.threads)
+    device = None if args.skip_peers else torch_device(args.torch_device)
+    peers = None if args.skip_peers else torch_peers(args.threads, device)
     for name, size, make_jax, spec in cases:
         t_jax = median_time(make_jax(), args.warmup, args.repeats)
         peer_times = {}
@@ -162,7 +167,8 @@ def main():
                 for sampler in ("deepali", "monai"):
                     peer_times[sampler] = median_time(pipeline_fn(*spec[1:], sampler=sampler), args.warmup, args.repeats)
         rows.append((name, size, t_jax, peer_times))
-    print(f"jax {jax.__version__}, devices {jax.devices()}, repeats {args.repeats}, threads {args.threads}")
+    print(f"jax {jax.__version__}, devices {jax.devices()}, PyTorch peers on {device or '-'}, repeats "
+          f"{args.repeats}, threads {args.threads}")
     print(f"| {'work (value+grad)':28s} | {'size':14s} | {'JAX ms':>8s} | {'peers ms':32s} | {'JAX/best peer':>13s} |")
     print(f"|{'-' * 30}|{'-' * 16}|{'-' * 10}|{'-' * 34}|{'-' * 15}|")
     for name, size, tj, pt in rows:

@@ -21,19 +21,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from timing import add_convolution_flag, apply_convolution_flag, median_time, wall_times  # benchmarks/ on sys.path
+from timing import (add_convolution_flag, add_torch_device_flag, apply_convolution_flag, median_time,  # noqa: I001
+                    torch_device, wall_times)  # benchmarks/ on sys.path
 from jaxreg import bspline, evaluation
 from jaxreg import training as train
 from jaxreg.data import phantom_pairs
 from jaxreg.models import level_shapes
 
 
-def torch_twin(cfg: train.TrainConfig, image_shape, threads, channels_last=False):
+def torch_twin(cfg: train.TrainConfig, image_shape, threads, channels_last=False, device="cpu"):
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
 
     torch.set_num_threads(threads)
+    torch.set_default_device(device)  # the network, its inputs and every tensor below on the twin's device
     mc = cfg.model
 
     def block(cin, cout, stride=1):
@@ -82,7 +84,7 @@ def torch_twin(cfg: train.TrainConfig, image_shape, threads, channels_last=False
                 c = F.pad(h, (1, target[1] - h.shape[3] - 1, 1, target[0] - h.shape[2] - 1), mode="replicate")
                 if outs:
                     ratio = mc.level_factors[level - 1] // factor
-                    sub = [torch.from_numpy(np.asarray(bspline.subdivision_matrix(n, mc.stride * ratio)))
+                    sub = [torch.from_numpy(np.asarray(bspline.subdivision_matrix(n, mc.stride * ratio))).to(device)
                            for n in shape]
                     c = c + torch.einsum("ij,bcjk,lk->bcil", sub[0], outs[-1] * ratio, sub[1])
                 outs.append(c)
@@ -97,7 +99,7 @@ def torch_twin(cfg: train.TrainConfig, image_shape, threads, channels_last=False
     def field(c, shape, stride):  # (B, 2, K0, K1) -> (B, 2, H, W)
         key = (shape, stride)
         if key not in mats:
-            mats[key] = [torch.from_numpy(np.asarray(bspline.basis_matrix(n, stride))) for n in shape]
+            mats[key] = [torch.from_numpy(np.asarray(bspline.basis_matrix(n, stride))).to(device) for n in shape]
         a, b = mats[key]
         return torch.einsum("ij,bcjk,lk->bcil", a, c, b)
 
@@ -150,7 +152,7 @@ def torch_twin(cfg: train.TrainConfig, image_shape, threads, channels_last=False
         opt.zero_grad()
         total.backward()
         opt.step()
-        return float(total)
+        return float(total)  # reads the loss back: the step's device work is finished when this returns
 
     return net, step
 
@@ -168,6 +170,7 @@ def main():
     ap.add_argument("--torch_channels_last", action="store_true",
                     help="run the PyTorch twin in channels_last memory format (oneDNN's faster convolution layout)")
     add_convolution_flag(ap)
+    add_torch_device_flag(ap)
     args = ap.parse_args()
     eigen = apply_convolution_flag(args)
     if args.cpu_devices > 1:
@@ -185,10 +188,11 @@ def main():
     init_jax = float(train.loss_fn(state["params"], trainer.model, (
         jnp.asarray(ps.fixed), jnp.asarray(ps.moving), jax.nn.one_hot(ps.fixed_labels, 4),
         jax.nn.one_hot(ps.moving_labels, 4)), train.loss_weights(cfg), cfg)[0])
-    net, tstep = torch_twin(cfg, shape, args.threads, args.torch_channels_last)
+    device = torch_device(args.torch_device)
+    net, tstep = torch_twin(cfg, shape, args.threads, args.torch_channels_last, device)
     n_torch = sum(p.numel() for p in net.parameters())
-    tf, tm = torch.from_numpy(ps.fixed), torch.from_numpy(ps.moving)
-    tfl, tml = torch.from_numpy(ps.fixed_labels.astype(np.int64)), torch.from_numpy(ps.moving_labels.astype(np.int64))
+    tf, tm = (torch.from_numpy(a).to(device) for a in (ps.fixed, ps.moving))
+    tfl, tml = (torch.from_numpy(a.astype(np.int64)).to(device) for a in (ps.fixed_labels, ps.moving_labels))
     init_torch = tstep(tf, tm, tfl, tml, deform=False)
     box = {"state": state}
     weights = train.loss_weights(cfg)
@@ -212,7 +216,8 @@ def main():
     print(f"| step (batch {args.batch} x 112 x 112, augmentation, 3 levels, Adam) | JAX s | PyTorch s | JAX/PyTorch |")
     print("|---|---|---|---|")
     layout = "channels_last" if args.torch_channels_last else "NCHW"
-    print(f"| median of {args.repeats}, JAX on {trainer.num_devices} CPU device(s), PyTorch {layout} | {t_jax:.3f} | "
+    print(f"| median of {args.repeats}, JAX on {trainer.num_devices} {jax.devices()[0].platform} device(s), PyTorch "
+          f"{layout} on {device} | {t_jax:.3f} | "
           f"{t_torch:.3f} | "
           f"{t_jax / t_torch:.2f} |")
     for chunk, v in pps.items():

@@ -33,3 +33,28 @@ def apply_convolution_flag(args) -> bool:
     from jaxreg.runtime import xla_cpu
 
     return False if args.jaxlib_convolutions else xla_cpu.prefer_eigen_convolutions()
+
+
+def add_torch_device_flag(ap) -> None:
+    """Adds --torch_device to an argparse parser (default: the device JAX runs on, cuda for a GPU)."""
+    ap.add_argument("--torch_device", default=None,
+                    help="device of the PyTorch peers (cpu, cuda); default: cuda when JAX runs on a GPU and torch "
+                         "sees one, else cpu: both sides on the same device")
+
+
+def torch_device(requested=None) -> str:
+    """The PyTorch peers' device: `requested`, else the kind JAX computes on (cuda for a GPU, else cpu)."""
+    import jax
+    import torch
+
+    if requested:
+        return requested
+    return "cuda" if jax.devices()[0].platform == "gpu" and torch.cuda.is_available() else "cpu"
+
+
+def torch_synchronize(device: str) -> None:
+    """Waits for the device's queued work (CUDA kernels run asynchronously; a timing must include them)."""
+    import torch
+
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()

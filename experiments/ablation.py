@@ -8,7 +8,8 @@ time) in WORKDIR/population/fold<K>_seed<S>[_part<J>], every member seeing the s
 `--method hyper`: per fold and seed ONE weight-conditioned network (`--config hyper`; another preset gets
 `--condition_features 64`) trains in WORKDIR/hyper/fold<K>[_seed<S>] and is scored at all 16 settings.
 Resumable: finished runs are skipped, a killed run resumes from its last epoch. Writes WORKDIR/ablation.json,
-ablation.md (mean +- std over folds and seeds per cell, the paper's Table 1 beside) and ablation.png.
+ablation.md (mean +- std over folds and seeds per cell, the paper's Table 1 beside) and ablation.png (Dice and
+folding against the factor, one panel per weight); methods run in the same WORKDIR stand side by side there.
 Schedules: paper (40 epochs, x8), short (10 epochs, x2), tiny (1 epoch, x1: smoke test).
 """
 
@@ -114,13 +115,22 @@ def main(argv):
     meta = {"method": FLAGS.method, "schedule": FLAGS.schedule, "folds": folds, "seeds": FLAGS.seeds,
             "data": exp.data_dir or "phantom"}
     root.mkdir(parents=True, exist_ok=True)
-    wd.write_json(root / "ablation.json", meta | {"runs": cells, "paper": {f"{t}_{f}": v for (t, f), v in
-                                                                         ablation.PAPER_TABLE1.items()}})
-    header = (f"method {FLAGS.method}, schedule {FLAGS.schedule}, folds {','.join(map(str, folds))}, "
-              f"{FLAGS.seeds} seed(s), data {exp.data_dir or 'phantom'}; paper: Dice % / folding %")
-    text = ablation.table(cells, header)
-    (root / "ablation.md").write_text(text)
-    figures.ablation_plot(cells, root / "ablation.png", header.split(";")[0], ablation.PAPER_TABLE1)
+    # one ablation.json per workdir: this run's cells under "runs", every method run here under "methods"
+    old = wd.read_json(root / "ablation.json", "ablation record") if (root / "ablation.json").is_file() else {}
+    methods = {k: v for k, v in old.get("methods", {}).items() if k != FLAGS.method}
+    methods[FLAGS.method] = meta | {"runs": cells}
+    wd.write_json(root / "ablation.json", meta | {"runs": cells, "methods": methods, "paper": {
+        f"{t}_{f}": v for (t, f), v in ablation.PAPER_TABLE1.items()}})
+    tables = []
+    for name, m in methods.items():
+        header = (f"method {name}, schedule {m['schedule']}, folds {','.join(map(str, m['folds']))}, "
+                  f"{m['seeds']} seed(s), data {m['data']}; paper: Dice % / folding %")
+        tables.append(ablation.table(m["runs"], header))
+        if name == FLAGS.method:
+            text = tables[-1]
+    (root / "ablation.md").write_text("\n".join(tables))
+    figures.ablation_plot({name: m["runs"] for name, m in methods.items()}, root / "ablation.png",
+                          f"Table 1, data {meta['data']}", ablation.PAPER_TABLE1)
     print(text)
 
 

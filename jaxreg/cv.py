@@ -361,16 +361,17 @@ def run_pinned(commands, cpu_sets, logs, cwd=None) -> list[int]:
 
 
 def classic_grid() -> dict[str, classic.ClassicConfig]:
-    """The `jaxreg.classic` settings `select_classic` chooses among: curvature weight, NGF edge parameter, L-BFGS
-    iteration caps and pyramid depth around the default (`ClassicConfig()` is "a1_e0.1_it20_l3")."""
+    """The `jaxreg.classic` settings `select_classic` chooses among (`ClassicConfig()` is "a1_e0.1_it20_l3"):
+    curvature weight x NGF edge parameter x L-BFGS iteration caps on the 3-level pyramid, and a 4-level pyramid."""
     out = {}
-    for levels, tag in (((4, 2, 1), "l3"), ((8, 4, 2, 1), "l4")):
-        for iters in ((20, 10, 10), (40, 20, 20)):
-            caps = iters if len(levels) == 3 else (iters[0],) + iters
-            for alpha in (0.5, 1.0, 2.0):
-                for eps in (0.05, 0.1, 0.2):
-                    name = f"a{alpha:g}_e{eps:g}_it{iters[0]}_{tag}"
-                    out[name] = classic.ClassicConfig(alpha=alpha, epsilon=eps, levels=levels, max_iters=caps)
+    for iters in ((20, 10, 10), (40, 20, 20)):
+        for alpha in (0.25, 0.5, 1.0):
+            for eps in (0.1, 0.2):
+                out[f"a{alpha:g}_e{eps:g}_it{iters[0]}_l3"] = classic.ClassicConfig(alpha=alpha, epsilon=eps,
+                                                                                   max_iters=iters)
+    for alpha in (0.5, 1.0):
+        out[f"a{alpha:g}_e0.1_it20_l4"] = classic.ClassicConfig(alpha=alpha, levels=(8, 4, 2, 1),
+                                                                max_iters=(20, 20, 10, 10))
     return out
 
 

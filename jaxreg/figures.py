@@ -91,9 +91,10 @@ def example_pairs(fixed, moving, fields: dict, path, grid_step: int = 8) -> None
     plt.close(fig)
 
 
-def ablation_plot(cells: dict, path, title: str = "", paper: dict | None = None):
-    """Table 1 as a figure: Dice and folding against the factor, one panel per weight; `cells` as
-    `jaxreg.ablation.summarize_cells` gives them, `paper` as `jaxreg.ablation.PAPER_TABLE1`."""
+def ablation_plot(methods: dict, path, title: str = "", paper: dict | None = None):
+    """Table 1 as a figure: Dice and folding against the factor, one panel per weight, a line per method;
+    `methods` is `{label: cells}` with cells as `jaxreg.ablation.summarize_cells` gives them, `paper` as
+    `jaxreg.ablation.PAPER_TABLE1`."""
     from jaxreg.ablation import FACTORS, TERMS
 
     plt = _plt()
@@ -103,9 +104,11 @@ def ablation_plot(cells: dict, path, title: str = "", paper: dict | None = None)
         names = ["opt" if tag == "opt" else f"{term}_{tag}" for tag, _ in FACTORS]
         for row, key, scale in ((0, "dice", 100), (1, "folding", 1)):
             ax = axes[row, j]
-            ys = [scale * cells[n][key] if n in cells else np.nan for n in names]
-            es = [scale * cells[n][key + "_std"] if n in cells else np.nan for n in names]
-            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label="jaxreg")
+            for k, (label, cells) in enumerate(methods.items()):
+                ys = [scale * cells[n][key] if n in cells else np.nan for n in names]
+                es = [scale * cells[n][key + "_std"] if n in cells else np.nan for n in names]
+                ax.errorbar(xs + 0.08 * (k - (len(methods) - 1) / 2), ys, yerr=es, marker="o", capsize=3,
+                            label=label)
             if paper:
                 ax.plot(xs, [paper[(term, tag)][row] for tag, _ in FACTORS], "s--", color="grey", label="paper")
             ax.set_ylabel("Dice %" if row == 0 else "folding %")

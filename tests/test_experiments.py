@@ -197,11 +197,12 @@ def test_fold_status_reads_the_workdir(tmp_path):
 
 @pytest.mark.parametrize("module,flag", [
     ("train", "--data_dir"), ("cross_validate", "--data_dir"), ("ablation", "--data_dir"),
-    ("data_summary", "--data_dir"), ("loss_scales", "--data_dir"), ("evaluate", "--workdir"), ("figures", "--workdir"),
+    ("data_summary", "--data_dir"), ("loss_scales", "--data_dir"), ("classic_cv", "--data_dir"),
+    ("evaluate", "--workdir"), ("figures", "--workdir"),
 ])
 def test_bad_path_is_a_one_line_error_in_every_entry_point(tmp_path, module, flag):
     cmd = [sys.executable, "-m", f"experiments.{module}", flag, str(tmp_path / "nope")]
-    if flag == "--data_dir" and module not in ("data_summary", "loss_scales"):
+    if flag == "--data_dir" and module not in ("data_summary", "loss_scales", "classic_cv"):
         cmd += ["--workdir", str(tmp_path / "w"), "--noprogress"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 2, out.stderr[-2000:]
@@ -227,3 +228,26 @@ def test_shipped_model_is_the_tuned_preset_trained_on_all_50_patients():
     assert TrainConfig.from_json(json.loads((SHIPPED / "config.json").read_text())) == configs.get("tuned").train
     exp = json.loads((SHIPPED / "experiment.json").read_text())
     assert exp["num_folds"] == 1 and len(set(exp["train_patients"])) == 50
+
+
+def test_ablation_hyper_trains_once_and_scores_every_setting_beside_other_methods(tmp_path):
+    base = [sys.executable, "-m", "experiments.ablation", "--config", "tiny", "--schedule", "tiny", "--noprogress",
+            "--workdir", str(tmp_path), "--folds", "0"]
+    out = subprocess.run(base + ["--method", "hyper", "--runs", "opt,alpha_x100,beta_x0"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stderr.count("epoch 1/1") == 1  # one training for all settings
+    cells = json.loads((tmp_path / "ablation.json").read_text())["runs"]
+    assert set(cells) == {"opt", "alpha_x100", "beta_x0"}
+    for name in cells:
+        res = json.loads((tmp_path / "hyper" / "fold0" / name / "results.json").read_text())
+        assert res["setting"] == name and 0 <= res["dice_mean_after"] <= 1
+    single = subprocess.run(base + ["--method", "single", "--runs", "opt"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=600)
+    assert single.returncode == 0, single.stderr[-2000:]
+    record = json.loads((tmp_path / "ablation.json").read_text())
+    assert set(record["methods"]) == {"hyper", "single"} and record["method"] == "single"
+    assert set(record["methods"]["hyper"]["runs"]) == {"opt", "alpha_x100", "beta_x0"}
+    text = (tmp_path / "ablation.md").read_text()
+    assert "method hyper" in text and "method single" in text
+    assert (tmp_path / "ablation.png").stat().st_size > 10_000

@@ -68,3 +68,32 @@ def test_a_setting_that_folds_too_much_is_not_chosen():
     assert selection.best({"safe": safe, "folding": folding}, max_folding_percent=0.1) == "safe"
     # none below the limit: the best Dice regardless
     assert selection.best({"folding": folding}, max_folding_percent=0.1) == "folding"
+
+
+def test_select_classic_scores_each_fold_with_the_other_folds_choice_and_resumes(tmp_path, monkeypatch):
+    from jaxreg import classic, cv
+    from jaxreg.errors import ConfigError
+
+    pairs = phantom_pairs(40, seed=0, size=32, directions=("ED->ES", "ES->ED"))
+    cands = {"stiff": classic.ClassicConfig(alpha=1e4, max_iters=(3, 2, 2)),
+             "soft": classic.ClassicConfig(alpha=1.0, max_iters=(3, 2, 2))}
+    out = cv.select_classic(pairs, tmp_path, cands, num_folds=5, progress=lambda *_: None)
+    res = out["classic_cv"]
+    assert set(res["chosen_per_fold"].values()) <= set(cands) and res["chosen_on_all"] in cands
+    # the pooled Dice is the per-fold choices' Dice on each fold's own pairs
+    folds = selection.pair_folds(pairs, 5, 0)
+    tables = {n: tuple(np.load(tmp_path / "candidates" / f"{n}.npz")[k] for k in ("before", "after", "folding"))
+              for n in cands}
+    rows = np.concatenate([tables[res["chosen_per_fold"][str(k)]][1][folds == k] for k in range(5)])
+    assert res["dice_mean_after"] == pytest.approx(np.nanmean(np.nanmean(rows, 1)), abs=1e-6)
+    assert (tmp_path / "results_classic_cv.json").is_file() and (tmp_path / "pairs_classic_cv.csv").is_file()
+    assert out["candidates"]["soft"]["dice_mean_after"] > out["candidates"]["stiff"]["dice_mean_after"]
+
+    def no_rerun(*a, **k):
+        raise AssertionError("a cached candidate ran again")
+
+    monkeypatch.setattr(cv, "classic_table", no_rerun)
+    again = cv.select_classic(pairs, tmp_path, cands, num_folds=5, progress=lambda *_: None)
+    assert again["classic_cv"]["dice_mean_after"] == res["dice_mean_after"]
+    with pytest.raises(ConfigError, match="unknown peer"):
+        cv.select_classic(pairs, tmp_path, cands, num_folds=5, peers=("elastix",), progress=lambda *_: None)
