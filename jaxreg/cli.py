@@ -10,8 +10,9 @@ moving labels' centroid when given, else where fixed and moving differ (`motion_
 fixed labels), registered, and the result is written back on the fixed image's full grid: warped.nii.gz,
 warped_labels.nii.gz (with moving labels), displacement.nii.gz (x, y, z, 2) in pixels (zero outside the region of
 interest) with the fixed affine, and report.json. `--model hyper` is the shipped weight-conditioned network:
-`--delta/--alpha/--beta` choose the loss weights it answers for (flag units of training; unset: its recipe's). Errors are one line on stderr with exit status 2; outputs are
-written to a temporary folder and moved into place only when complete.
+`--delta/--alpha/--beta` choose the loss weights it answers for (flag units of training; unset: its recipe's).
+Errors are one line on stderr with exit status 2; outputs are written to a temporary folder and moved into place
+only when complete.
 """
 
 from __future__ import annotations

@@ -54,7 +54,8 @@ def scaled_weights(centre: dict, ratios) -> dict:
     """Per-sample loss weights `{ngf, curvature, label: (n,)}` = the centre's (`objective.weights`) times the ratios
     `(n, 3)`; `centre` values are scalars (or anything broadcasting against `(n,)`)."""
     r = jnp.asarray(ratios, jnp.float32)
-    return {"ngf": centre["ngf"] * r[:, 0], "curvature": centre["curvature"] * r[:, 1], "label": centre["label"] * r[:, 2]}
+    return {"ngf": centre["ngf"] * r[:, 0], "curvature": centre["curvature"] * r[:, 1],
+            "label": centre["label"] * r[:, 2]}
 
 
 def ratios_of(centre: dict, delta=None, alpha=None, beta=None):

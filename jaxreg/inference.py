@@ -20,10 +20,10 @@ def load_model(path=None, image_shape=(112, 112)):
     pixels (finest level, jaxreg convention: moving sampled at x + u matches fixed). A weight-conditioned model
     also takes the loss weights it should answer for, in the units of the `--delta/--alpha/--beta` flags:
     `model(fixed, moving, delta=1.0, alpha=3000.0, beta=5e4)`; a weight left out takes the recipe's value
-    (`model.default_weights`), and changing them never recompiles (`model.compilations()` counts). Wrong shapes, and NaN or
-    infinite intensities in concrete (non-traced) inputs, raise ValueError; a folder that is no model raises
-    `jaxreg.data.DataError` (a `jaxreg.errors.UserError`) naming the file; it can also be called inside the
-    caller's own jit. Attributes `.config` and `.params`. With several devices (e.g. a multi-core CPU split by
+    (`model.default_weights`), and changing them never recompiles (`model.compilations()` counts). Wrong shapes,
+    and NaN or infinite intensities in concrete (non-traced) inputs, raise ValueError; a folder that is no model
+    raises `jaxreg.data.DataError` (a `jaxreg.errors.UserError`) naming the file; it can also be called inside the
+    caller's own jit. Attributes `.config`, `.params`, `.default_weights`, `.conditioned`. With several devices (e.g. a multi-core CPU split by
     `jax.config.update("jax_num_cpu_devices", n)` right after `import jax`), batches whose size the device count
     divides run data parallel, each device its shard.
     `jaxreg.runtime.compile_cache.enable()` before the first call keeps the compiled network for the next process, and
