@@ -8,6 +8,8 @@ runs batched (vmap) on whatever cores XLA sees: pin the process (`taskset -c 0`)
 
     pip install -e ".[bench]"
     python benchmarks/bench_classic.py --data_dir ../shared/data/acdc/training [--pairs 200] [--json out.json]
+        [--classic a0.5_e0.1_it80_l3]     # a setting of jaxreg.cv.classic_grid (default: ClassicConfig())
+    taskset -c 0 python benchmarks/bench_classic.py ...   # one core each: seconds a pair = CPU seconds a pair
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 import jax
 import numpy as np
 
-from jaxreg import classic, evaluation, peers, report
+from jaxreg import classic, cv, evaluation, peers, report
 from jaxreg.data import load_acdc_pairs
 
 
@@ -33,26 +35,27 @@ def main():
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--skip_peers", action="store_true")
     ap.add_argument("--json", help="write {method: summary} here")
+    ap.add_argument("--classic", default=None, help="a setting name of jaxreg.cv.classic_grid (default: the "
+                    "ClassicConfig() defaults)")
     args = ap.parse_args()
+    grid = cv.classic_grid()
+    if args.classic is not None and args.classic not in grid:
+        ap.error(f"--classic: unknown setting {args.classic!r}; known: {', '.join(grid)}")
     pairs = load_acdc_pairs(args.data_dir)
     if args.pairs:
         pairs = pairs.subset(np.sort(np.random.default_rng(0).choice(len(pairs), args.pairs, replace=False)))
     n = len(pairs)
     rows = []
-    cfg = classic.ClassicConfig()
-    bs = args.batch
-    pad = (-n) % bs
-    fix = np.concatenate([pairs.fixed, pairs.fixed[:pad]])
-    mov = np.concatenate([pairs.moving, pairs.moving[:pad]])
-    jax.block_until_ready(classic.register_batch(fix[:bs], mov[:bs], cfg))  # compile once for the batch shape
-    t0 = time.perf_counter()
-    u = np.concatenate([np.asarray(classic.register_batch(fix[s:s + bs], mov[s:s + bs], cfg)[0])
-                        for s in range(0, len(fix), bs)])[:n]
-    rows.append(("jaxreg.classic (NGF+curv, L-BFGS, 3 levels)", _score(pairs, u, t0, "classic")))
+    cfg = grid[args.classic] if args.classic else classic.ClassicConfig()
+    table, seconds = cv.classic_table(pairs, cfg, args.batch)  # compiled first, timed after
+    res = evaluation.summarize(pairs, table, seconds * n, "classic")
+    res["classic_config"] = {"name": args.classic or "default", **{k: getattr(cfg, k) for k in
+                                                                    ("alpha", "epsilon", "levels", "max_iters")}}
+    rows.append((f"jaxreg.classic {args.classic or 'defaults'}", res))
     if not args.skip_peers:
         t0 = time.perf_counter()
         u = peers.demons_batch(pairs.fixed, pairs.moving, threads=1)
-        rows.append(("SimpleITK multi-resolution demons (1 thread)", _score(pairs, u, t0, "demons")))
+        rows.append(("multi-resolution demons", _score(pairs, u, t0, "demons")))
     print(f"{n} ACDC pairs (112x112 crops, both directions, no labels used); jax devices {jax.devices()}")
     print(f"| {'method':46s} | Dice before | Dice after (LV/RV/MYO) | folding % | s/pair |")
     print(f"|{'-' * 48}|-------------|------------------------|-----------|--------|")
@@ -64,6 +67,7 @@ def main():
         print(f"time ratio jaxreg/({name}): {rows[0][1]['seconds_per_pair'] / r['seconds_per_pair']:.3f}")
     for name, r in rows:
         print(f"\n{name}\n{report.format_results(r)}")
+    print("\n" + report.comparison_table(dict(rows)))
     if args.json:
         import json
 

@@ -362,7 +362,9 @@ def run_pinned(commands, cpu_sets, logs, cwd=None) -> list[int]:
 
 def classic_grid() -> dict[str, classic.ClassicConfig]:
     """The `jaxreg.classic` settings `select_classic` chooses among (`ClassicConfig()` is "a1_e0.1_it20_l3"):
-    curvature weight x NGF edge parameter x L-BFGS iteration caps on the 3-level pyramid, and a 4-level pyramid."""
+    curvature weight x NGF edge parameter x L-BFGS iteration caps on the 3-level pyramid, a 4-level pyramid, and
+    (a second round, added after the first showed more iterations and a fourth level paying) both together and
+    twice the iterations again."""
     out = {}
     for iters in ((20, 10, 10), (40, 20, 20)):
         for alpha in (0.25, 0.5, 1.0):
@@ -372,6 +374,11 @@ def classic_grid() -> dict[str, classic.ClassicConfig]:
     for alpha in (0.5, 1.0):
         out[f"a{alpha:g}_e0.1_it20_l4"] = classic.ClassicConfig(alpha=alpha, levels=(8, 4, 2, 1),
                                                                 max_iters=(20, 20, 10, 10))
+    for alpha in (0.25, 0.5, 1.0):
+        out[f"a{alpha:g}_e0.1_it40_l4"] = classic.ClassicConfig(alpha=alpha, levels=(8, 4, 2, 1),
+                                                                max_iters=(40, 40, 20, 20))
+    for alpha in (0.5, 1.0):
+        out[f"a{alpha:g}_e0.1_it80_l3"] = classic.ClassicConfig(alpha=alpha, max_iters=(80, 40, 40))
     return out
 
 
