@@ -251,3 +251,18 @@ def test_ablation_hyper_trains_once_and_scores_every_setting_beside_other_method
     text = (tmp_path / "ablation.md").read_text()
     assert "method hyper" in text and "method single" in text
     assert (tmp_path / "ablation.png").stat().st_size > 10_000
+
+
+def test_shipped_hyper_model_is_the_hyper_preset_with_held_out_patients():
+    import dataclasses
+
+    from experiments import configs
+    from jaxreg.inference import SHIPPED_MODELS
+
+    folder = SHIPPED_MODELS["hyper"]
+    cfg = TrainConfig.from_json(json.loads((folder / "config.json").read_text()))
+    assert cfg == dataclasses.replace(configs.get("hyper").train, data_seed=0) and cfg.conditioned
+    exp = json.loads((folder / "experiment.json").read_text())
+    assert exp["num_folds"] == 10 and len(exp["test_patients"]) == 5
+    assert not set(exp["test_patients"]) & set(exp["train_patients"]) and len(set(exp["train_patients"])) == 45
+    assert (folder / "MODEL_CARD.md").is_file()
