@@ -19,7 +19,7 @@ import pathlib
 
 from absl import flags
 
-from experiments import entry, flags_common
+from experiments import configs, entry, flags_common
 from jaxreg import ablation, cv, figures
 from jaxreg.errors import ConfigError
 from jaxreg.training import workdir as wd
@@ -37,7 +37,8 @@ flags.DEFINE_integer("member_chunk", None, "--method population: members vmapped
 flags.DEFINE_list("runs", None, "Only these settings (e.g. opt,alpha_x0,beta_x0), in this order; unset: all 16. "
                   "Finished runs of the others are still tabulated; missing cells print as '-'.")
 FLAGS = flags_common.FLAGS
-HYPER_FEATURES = 64  # --method hyper on an unconditioned preset: the width of experiments/configs/hyper.py
+# --method hyper on an unconditioned preset: the FiLM width of experiments/configs/hyper.py (written once, there)
+HYPER_FEATURES = configs.get("hyper").train.model.condition_features
 
 
 def _seeded(cfg, seed):
