@@ -94,6 +94,7 @@ def default_workdir(exp: ExperimentConfig) -> str:
     data = "acdc" if exp.data_dir else "phantom"
     t = exp.train
     return (f"runs/{data}_d{t.delta:g}_a{t.alpha:g}s{t.curvature_scale:g}_b{t.beta:g}_e{t.epochs}_x{t.augment}"
+            f"{'' if t.batch_size == 30 else f'_bs{t.batch_size}'}"
             f"{'' if t.lr_schedule == 'constant' else '_' + t.lr_schedule}/fold{exp.fold}")
 
 

@@ -148,6 +148,7 @@ def run_hyper_fold(exp: ExperimentConfig, settings: dict, workdir, pairs: PairSe
     run_fold(exp, workdir, pairs, progress, chunk_steps)
     test = check_test_patients(workdir, exp, pairs)
     centre = {w: getattr(exp.train, w) for w in conditioning.WEIGHTS}
+    n_train = len(split(exp, pairs)[0])
     trainer = params = None
     out = {}
     for name, cfg in settings.items():
@@ -158,7 +159,7 @@ def run_hyper_fold(exp: ExperimentConfig, settings: dict, workdir, pairs: PairSe
             if trainer is None:
                 trainer, params = wd.load_trained(workdir, test.fixed.shape[1:])
             res, table = evaluation.evaluate(trainer, params, test, ratios=conditioning.ratios_of(centre, **weights))
-            res.update(fold=exp.fold, num_folds=exp.num_folds, train_pairs=len(split(exp, pairs)[0]),
+            res.update(fold=exp.fold, num_folds=exp.num_folds, train_pairs=n_train,
                        data=exp.data_dir or "phantom", setting=name, seed=exp.train.seed, **weights)
             evaluation.write_results(pathlib.Path(workdir) / name, res, test, table)
             done = res
