@@ -117,13 +117,26 @@ def fit_control(u, image_shape, stride):
     return out
 
 
-@functools.partial(jax.jit, static_argnames=("cfg",))
-def register_batch(fixed, moving, cfg: ClassicConfig = ClassicConfig()):
-    """`register` over a batch `(B, *S)` -> (u `(B, *S, ndim)`, iterations `(B, levels)`)."""
-    return jax.vmap(lambda f, m: register(f, m, cfg))(fixed, moving)
+def _batched(one, chunk: int | None, *arrays):
+    """`one` vmapped over the leading axis; with `chunk`, `chunk` pairs at a time in sequence (`lax.map`)."""
+    if chunk is None or arrays[0].shape[0] <= chunk:
+        return jax.vmap(one)(*arrays)
+    return jax.lax.map(lambda a: one(*a), arrays, batch_size=chunk)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg",))
-def refine_batch(fixed, moving, init_u, cfg: ClassicConfig = ClassicConfig()):
-    """Instance refinement of given displacements `(B, *S, ndim)` at the finest level, no labels."""
-    return jax.vmap(lambda f, m, u: register(f, m, cfg, init_u=u))(fixed, moving, init_u)
+@functools.partial(jax.jit, static_argnames=("cfg", "chunk"))
+def register_batch(fixed, moving, cfg: ClassicConfig = ClassicConfig(), chunk: int | None = None):
+    """`register` over a batch `(B, *S)` -> (u `(B, *S, ndim)`, iterations `(B, levels)`).
+
+    chunk: pairs optimised together (vmapped; each chunk runs until its slowest pair stops), the chunks in
+    sequence; None: the whole batch at once (an accelerator). On a CPU core 4-8 pairs at a time keep the working
+    set in cache: 1.5x faster than 64 (`jaxreg.runtime.chunks.pair_chunk`).
+    """
+    return _batched(lambda f, m: register(f, m, cfg), chunk, fixed, moving)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "chunk"))
+def refine_batch(fixed, moving, init_u, cfg: ClassicConfig = ClassicConfig(), chunk: int | None = None):
+    """Instance refinement of given displacements `(B, *S, ndim)` at the finest level, no labels (`chunk`: as in
+    `register_batch`)."""
+    return _batched(lambda f, m, u: register(f, m, cfg, init_u=u), chunk, fixed, moving, init_u)

@@ -30,7 +30,7 @@ import numpy as np
 
 from jaxreg.errors import UserError
 from jaxreg.report import json_safe
-from jaxreg.runtime import signals
+from jaxreg.runtime import chunks, signals
 
 SIZE = 112
 
@@ -172,9 +172,11 @@ def register_volumes(fixed, moving, moving_labels=None, method="learned", model=
     if method in ("learned", "refine"):
         u = np.asarray(model(f_crops, m_crops))
         if method == "refine":
-            u = np.asarray(classic.refine_batch(f_crops, m_crops, u, classic_cfg or classic.ClassicConfig())[0])
+            u = np.asarray(classic.refine_batch(f_crops, m_crops, u, classic_cfg or classic.ClassicConfig(),
+                                                     chunks.pair_chunk())[0])
     else:
-        u = np.asarray(classic.register_batch(f_crops, m_crops, classic_cfg or classic.ClassicConfig())[0])
+        u = np.asarray(classic.register_batch(f_crops, m_crops, classic_cfg or classic.ClassicConfig(),
+                                                chunks.pair_chunk())[0])
     seconds = time.perf_counter() - t0
     u = np.array(u)
     u[blank] = 0.0

@@ -22,7 +22,7 @@ from jaxreg import classic, conditioning, evaluation, selection
 from jaxreg.data import load_acdc_pairs, phantom_pairs, split_fold
 from jaxreg.data.pairs import PairSet
 from jaxreg.errors import ConfigError
-from jaxreg.runtime import signals
+from jaxreg.runtime import chunks, signals
 from jaxreg.training import loop
 from jaxreg.training import workdir as wd
 from jaxreg.training.config import TrainConfig, check_int, check_number
@@ -262,8 +262,9 @@ def evaluate_baselines(workdir, pairs: PairSet, u_net, meta: dict | None = None,
     """
     from jaxreg import peers
 
-    runs = {"classic": lambda: classic.register_batch(pairs.fixed, pairs.moving, cfg)[0],
-            "refine": lambda: classic.refine_batch(pairs.fixed, pairs.moving, u_net, cfg)[0],
+    chunk = chunks.pair_chunk()
+    runs = {"classic": lambda: classic.register_batch(pairs.fixed, pairs.moving, cfg, chunk)[0],
+            "refine": lambda: classic.refine_batch(pairs.fixed, pairs.moving, u_net, cfg, chunk)[0],
             "demons": lambda: peers.demons_batch(pairs.fixed, pairs.moving, threads=1)}
     unknown = [m for m in methods if m not in runs]
     if unknown:
@@ -389,9 +390,10 @@ def classic_table(pairs: PairSet, cfg: classic.ClassicConfig, batch: int = 64):
     pad = (-n) % batch
     fix = np.concatenate([pairs.fixed, pairs.fixed[:pad]])
     mov = np.concatenate([pairs.moving, pairs.moving[:pad]])
-    jax.block_until_ready(classic.register_batch(fix[:batch], mov[:batch], cfg))  # compile for the batch shape
+    chunk = chunks.pair_chunk()
+    jax.block_until_ready(classic.register_batch(fix[:batch], mov[:batch], cfg, chunk))  # compile for the shape
     t0 = time.perf_counter()
-    u = np.concatenate([np.asarray(classic.register_batch(fix[s:s + batch], mov[s:s + batch], cfg)[0])
+    u = np.concatenate([np.asarray(classic.register_batch(fix[s:s + batch], mov[s:s + batch], cfg, chunk)[0])
                         for s in range(0, len(fix), batch)])[:n]
     seconds = (time.perf_counter() - t0) / max(n, 1)
     return evaluation.pair_table(pairs, u), seconds

@@ -30,6 +30,7 @@ from jaxreg import conditioning, objective
 from jaxreg.data import augment as augment_lib
 from jaxreg.errors import ConfigError
 from jaxreg.models import RegNet, dense_fields, finest_displacement
+from jaxreg.runtime import chunks
 from jaxreg.training.config import TrainConfig
 
 NUM_CLASSES = 4
@@ -142,7 +143,7 @@ class Trainer:
         devices = jax.devices()
         accelerator = devices[0].platform != "cpu"
         if self.infer_chunk is None:
-            self.infer_chunk = 2**31 - 1 if accelerator else 8
+            self.infer_chunk = chunks.pair_chunk(devices[0].platform) or 2**31 - 1
         if self.member_chunk is None:
             self.member_chunk = 2**31 - 1 if accelerator else 1
         if self.loop is None:

@@ -1,0 +1,18 @@
+"""How many registration pairs to process together: all at once on an accelerator, a few at a time on a CPU.
+
+On a CPU core, vmapping 4-8 pairs of 112 x 112 keeps their working set in cache; 64 at once ran the classic
+method 1.6x slower a pair and the network's inference slower too (docs/performance.md). An accelerator wants the
+whole batch.
+"""
+
+from __future__ import annotations
+
+import jax
+
+CPU_PAIRS = 8
+
+
+def pair_chunk(platform: str | None = None) -> int | None:
+    """Pairs vmapped together: CPU_PAIRS on "cpu", None (the whole batch) on an accelerator; default: JAX's."""
+    platform = jax.default_backend() if platform is None else platform
+    return CPU_PAIRS if platform == "cpu" else None
