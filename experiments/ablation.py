@@ -129,6 +129,10 @@ def main(argv):
         tables.append(ablation.table(m["runs"], header))
         if name == FLAGS.method:
             text = tables[-1]
+    names = list(methods)
+    for i, a in enumerate(names):  # every pair of methods run here, side by side (issue 21: hyper vs members)
+        for b in names[i + 1:]:
+            tables.append(ablation.agreement_table(a, methods[a]["runs"], b, methods[b]["runs"]))
     (root / "ablation.md").write_text("\n".join(tables))
     figures.ablation_plot({name: m["runs"] for name, m in methods.items()}, root / "ablation.png",
                           f"Table 1, data {meta['data']}", ablation.PAPER_TABLE1)

@@ -45,17 +45,55 @@ def cell(name: str, term: str) -> tuple[str, str]:
 
 
 def summarize_cells(results: dict[str, list[dict]]) -> dict:
-    """{setting: {"dice": mean, "dice_std", "folding", "folding_std", "runs"}} over the runs (folds x seeds) of each
-    setting (results.json dicts)."""
+    """{setting: {"dice": mean, "dice_std", "folding", "folding_std", "runs", "seed_std"}} over the runs (folds x
+    seeds) of each setting (results.json dicts). "seed_std": the Dice std over seeds within a fold, averaged over
+    the folds with 2 or more seeds (None when none has): the spread that is seed noise, not fold difficulty."""
     out = {}
     for name, runs in results.items():
         if not runs:
             continue
         d = np.array([r["dice_mean_after"] for r in runs], float)
         f = np.array([r["folding_percent"] for r in runs], float)
+        by_fold = {}
+        for r in runs:
+            by_fold.setdefault(r.get("fold"), []).append(r["dice_mean_after"])
+        spreads = [float(np.std(v)) for v in by_fold.values() if len(v) > 1]
         out[name] = {"dice": float(d.mean()), "dice_std": float(d.std()), "folding": float(f.mean()),
-                     "folding_std": float(f.std()), "runs": len(runs)}
+                     "folding_std": float(f.std()), "runs": len(runs),
+                     "seed_std": float(np.mean(spreads)) if spreads else None}
     return out
+
+
+def agreement(a: dict, b: dict) -> dict:
+    """Two methods' cells (`summarize_cells`) on the settings both have: {"settings", "dice_diff": {setting: a - b},
+    "mean_diff", "mean_abs_diff", "max_abs_diff"} in Dice fractions (issue 21: |a - b| <= 0.01 on average)."""
+    common = [n for n in a if n in b]
+    diff = {n: a[n]["dice"] - b[n]["dice"] for n in common}
+    v = np.array(list(diff.values()), float)
+    return {"settings": len(common), "dice_diff": diff,
+            "mean_diff": float(v.mean()) if len(v) else None,
+            "mean_abs_diff": float(np.abs(v).mean()) if len(v) else None,
+            "max_abs_diff": float(np.abs(v).max()) if len(v) else None}
+
+
+def agreement_table(a_name: str, a: dict, b_name: str, b: dict) -> str:
+    """Markdown: per setting both methods' Dice (mean over runs), the difference and each one's seed spread."""
+    agree = agreement(a, b)
+
+    def pct(x):
+        return "-" if x is None else f"{100 * x:.1f}"
+
+    lines = [f"{a_name} against {b_name}: Dice % per setting (mean over folds x seeds), difference, seed std "
+             f"(within a fold)", "", f"| setting | {a_name} | {b_name} | difference | seed std {a_name} | "
+             f"seed std {b_name} |", "|---|---|---|---|---|---|"]
+    for n, d in agree["dice_diff"].items():
+        lines.append(f"| {n} | {pct(a[n]['dice'])} | {pct(b[n]['dice'])} | {100 * d:+.1f} | "
+                     f"{pct(a[n].get('seed_std'))} | {pct(b[n].get('seed_std'))} |")
+    if agree["settings"]:
+        lines.append(f"\nOver {agree['settings']} settings: mean difference {100 * agree['mean_diff']:+.2f}, mean "
+                     f"|difference| {100 * agree['mean_abs_diff']:.2f}, largest {100 * agree['max_abs_diff']:.2f} "
+                     f"Dice points.")
+    return "\n".join(lines) + "\n"
 
 
 def table(cells: dict, header: str) -> str:

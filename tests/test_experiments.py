@@ -250,6 +250,7 @@ def test_ablation_hyper_trains_once_and_scores_every_setting_beside_other_method
     assert set(record["methods"]["hyper"]["runs"]) == {"opt", "alpha_x100", "beta_x0"}
     text = (tmp_path / "ablation.md").read_text()
     assert "method hyper" in text and "method single" in text
+    assert "hyper against single" in text and "| opt |" in text and "Over 1 settings" in text
     assert (tmp_path / "ablation.png").stat().st_size > 10_000
 
 
