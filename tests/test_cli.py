@@ -99,11 +99,11 @@ def test_shipped_model_and_learned_method(patient, tmp_path):
     u_jit = jax.jit(model)(fixed, fixed[::-1])  # traceable inside the caller's jit
     np.testing.assert_allclose(np.asarray(u_jit), u, atol=1e-5)
     f, m, ml, fl = _files(patient)
-    out = tmp_path / "learned"
+    out = tmp_path / "default"
     assert cli.main(["register", "--fixed", str(f), "--moving", str(m), "--moving-labels", str(ml),
                      "--out", str(out)]) == 0
     rep = json.loads((out / "report.json").read_text())
-    assert rep["method"] == "learned" and rep["model"] == "shipped"
+    assert rep["method"] == cli.DEFAULT_METHOD == "refine" and rep["model"] == "shipped"  # the CV's choice
 
 
 _CACHE_SCRIPT = """
@@ -298,7 +298,7 @@ def test_constant_moving_image_gives_identity_and_a_warning(patient, tmp_path, c
     img = nib.load(str(m))
     zero = _write_2d(tmp_path / "zero.nii.gz", np.zeros(img.shape, np.float32), img.affine)
     out = tmp_path / "out"
-    rc, err = _register(["--fixed", f, "--moving", zero, "--out", out], capsys)
+    rc, err = _register(["--fixed", f, "--moving", zero, "--method", "learned", "--out", out], capsys)
     assert rc == 0 and "warning" in err and "constant" in err
     disp = np.asarray(nib.load(str(out / "displacement.nii.gz")).dataobj)
     assert np.abs(disp).max() == 0

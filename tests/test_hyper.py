@@ -129,7 +129,7 @@ def test_cli_registers_at_chosen_weights(trained, patient, tmp_path, capsys):  #
     for alpha in (3.0, 30000.0):
         out = tmp_path / f"a{alpha:g}"
         rc = cli.main(["register", "--fixed", str(f), "--moving", str(m), "--moving-labels", str(ml), "--model",
-                       str(workdir), "--alpha", str(alpha), "--out", str(out)])
+                       str(workdir), "--alpha", str(alpha), "--method", "learned", "--out", str(out)])
         assert rc == 0
         reports[alpha] = json.loads((out / "report.json").read_text())
         assert reports[alpha]["loss_weights"] == {"delta": 1.0, "alpha": alpha, "beta": 5e4}

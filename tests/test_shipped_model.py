@@ -52,7 +52,7 @@ def test_cli_outputs_match_the_library_on_a_real_patient(tmp_path):
     flab_p, mlab_p = (d / f"patient001_frame{info[ph]:02d}_gt.nii.gz" for ph in ("ES", "ED"))
     out = tmp_path / "out"
     assert cli.main(["register", "--fixed", str(fixed_p), "--moving", str(moving_p), "--moving-labels", str(mlab_p),
-                     "--fixed-labels", str(flab_p), "--out", str(out)]) == 0
+                     "--fixed-labels", str(flab_p), "--method", "learned", "--out", str(out)]) == 0
     rep = json.loads((out / "report.json").read_text())
     fixed = np.asarray(nib.load(str(fixed_p)).dataobj, np.float32)
     moving = np.asarray(nib.load(str(moving_p)).dataobj, np.float32)
@@ -131,7 +131,7 @@ def test_shipped_hyper_model_on_its_held_out_patients_follows_its_weights(tmp_pa
     mlab_p = d / f"patient001_frame{info['ED']:02d}_gt.nii.gz"
     out = tmp_path / "out"
     assert cli.main(["register", "--fixed", str(fixed_p), "--moving", str(moving_p), "--moving-labels", str(mlab_p),
-                     "--model", "hyper", "--alpha", str(10 * alpha), "--out", str(out)]) == 0
+                     "--model", "hyper", "--alpha", str(10 * alpha), "--method", "learned", "--out", str(out)]) == 0
     rep = json.loads((out / "report.json").read_text())
     assert rep["loss_weights"]["alpha"] == 10 * alpha and rep["model"] == "hyper"
     disp = np.asarray(nib.load(str(out / "displacement.nii.gz")).dataobj)
