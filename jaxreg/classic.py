@@ -130,7 +130,7 @@ def register_batch(fixed, moving, cfg: ClassicConfig = ClassicConfig(), chunk: i
 
     chunk: pairs optimised together (vmapped; each chunk runs until its slowest pair stops), the chunks in
     sequence; None: the whole batch at once (an accelerator). On a CPU core 4-8 pairs at a time keep the working
-    set in cache: 1.5x faster than 64 (`jaxreg.runtime.chunks.pair_chunk`).
+    set in cache, faster a pair than 64 at once (`jaxreg.runtime.chunks.pair_chunk`; docs/performance.md).
     """
     return _batched(lambda f, m: register(f, m, cfg), chunk, fixed, moving)
 

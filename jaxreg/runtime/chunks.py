@@ -1,8 +1,8 @@
 """How many registration pairs to process together: all at once on an accelerator, a few at a time on a CPU.
 
-On a CPU core, vmapping 4-8 pairs of 112 x 112 keeps their working set in cache; 64 at once ran the classic
-method 1.6x slower a pair and the network's inference slower too (docs/performance.md). An accelerator wants the
-whole batch.
+On a CPU core, vmapping 4-8 pairs of 112 x 112 keeps their working set in cache; 64 at once runs the classic
+method and the network's inference slower a pair (docs/performance.md, "Classic registration vs SimpleITK
+demons"). An accelerator wants the whole batch.
 """
 
 from __future__ import annotations
