@@ -1,6 +1,6 @@
 """Trains one fold of the paper's network and prints Dice before/after and folding.
 
-    python -m experiments.train                          # ~5 min on the synthetic phantom (config "quick")
+    python -m experiments.train                          # ~3 min on the synthetic phantom (config "quick")
     python -m experiments.train --data_dir ../shared/data/acdc/training --fold 0 --workdir runs/acdc/fold0
 Re-running the same command resumes from the latest checkpoint in --workdir. Every config field is a flag
 (`--helpfull`); `--config` picks the preset they override.

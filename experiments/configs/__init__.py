@@ -1,7 +1,7 @@
 """Experiment presets (big_vision style): each module's `get_config()` returns an `ExperimentConfig`.
 
 `paper`: Hering et al. 2019's recipe for ACDC. `tuned`: `paper` with alpha 300, the shipped model's recipe.
-`quick`: the ~5-minute CPU main job on the synthetic phantom. `tiny`: seconds, for tests.
+`quick`: the ~3-minute CPU main job on the synthetic phantom. `tiny`: seconds, for tests.
 """
 
 import importlib

@@ -1,4 +1,4 @@
-"""About five minutes on a 2-core CPU: 320 phantom slices (both directions), 5 folds, 8 epochs x2 augmentation.
+"""About three minutes on a 2-core CPU: 320 phantom slices (both directions), 5 folds, 8 epochs x2 augmentation.
 
 Batch 8, not the paper's 30: the same epochs (and CPU time) then give 1,024 Adam steps instead of 272. From the
 zero-initialised heads the network first sits near the identity; at batch 30 the 272 steps ended there on some
