@@ -21,6 +21,7 @@ import optax
 import optax.tree_utils as otu
 
 from jaxreg import bspline, objective, warp
+from jaxreg.runtime import chunks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,13 +118,6 @@ def fit_control(u, image_shape, stride):
     return out
 
 
-def _batched(one, chunk: int | None, *arrays):
-    """`one` vmapped over the leading axis; with `chunk`, `chunk` pairs at a time in sequence (`lax.map`)."""
-    if chunk is None or arrays[0].shape[0] <= chunk:
-        return jax.vmap(one)(*arrays)
-    return jax.lax.map(lambda a: one(*a), arrays, batch_size=chunk)
-
-
 @functools.partial(jax.jit, static_argnames=("cfg", "chunk"))
 def register_batch(fixed, moving, cfg: ClassicConfig = ClassicConfig(), chunk: int | None = None):
     """`register` over a batch `(B, *S)` -> (u `(B, *S, ndim)`, iterations `(B, levels)`).
@@ -132,11 +126,12 @@ def register_batch(fixed, moving, cfg: ClassicConfig = ClassicConfig(), chunk: i
     sequence; None: the whole batch at once (an accelerator). On a CPU core 4-8 pairs at a time keep the working
     set in cache, faster a pair than 64 at once (`jaxreg.runtime.chunks.pair_chunk`; docs/performance.md).
     """
-    return _batched(lambda f, m: register(f, m, cfg), chunk, fixed, moving)
+    return chunks.map_pairs(jax.vmap(lambda f, m: register(f, m, cfg)), chunk, fixed, moving)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "chunk"))
 def refine_batch(fixed, moving, init_u, cfg: ClassicConfig = ClassicConfig(), chunk: int | None = None):
     """Instance refinement of given displacements `(B, *S, ndim)` at the finest level, no labels (`chunk`: as in
     `register_batch`)."""
-    return _batched(lambda f, m, u: register(f, m, cfg, init_u=u), chunk, fixed, moving, init_u)
+    one = jax.vmap(lambda f, m, u: register(f, m, cfg, init_u=u))
+    return chunks.map_pairs(one, chunk, fixed, moving, init_u)

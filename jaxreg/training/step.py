@@ -304,12 +304,7 @@ class Trainer:
                 c = c if self.cfg.conditioned else None
                 return finest_displacement(self.model.apply(params, f, m, c), f.shape[1:], self.cfg.model)
 
-            if f.shape[0] <= self.infer_chunk:
-                return one(f, m, c)
-            # chunks of `infer_chunk` pairs in sequence (lax.map vmaps within a chunk, remainder included), so each
-            # chunk's activations stay in cache
-            return jax.lax.map(lambda x: one(x[0][None], x[1][None], x[2][None])[0], (f, m, c),
-                               batch_size=self.infer_chunk)
+            return chunks.map_pairs(one, self.infer_chunk, f, m, c)  # each chunk's activations stay in cache
 
         if self.num_devices > 1 and b % self.num_devices == 0:
             # data parallel: each device runs its shard of the batch in chunks
