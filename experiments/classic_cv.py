@@ -41,7 +41,10 @@ def main(argv):
             f"{FLAGS.num_folds - 1} folds among {res['candidates']} settings: "
             + ", ".join(f"fold {k} {v}" for k, v in res["chosen_per_fold"].items())
             + f"; chosen on all patients: {res['chosen_on_all']}\n\n"
-            + report.comparison_table({"classic (CV-chosen)": res, **{p: out[p] for p in FLAGS.peers}}))
+            + report.comparison_table({"classic (CV-chosen)": res, **{p: out[p] for p in FLAGS.peers}},
+                                      seconds=False)
+            + "\nTimes: each candidate and peer is cached with the seconds of the run that computed it, so they are "
+              "not side by side here; `benchmarks/bench_classic.py` times both in one process.\n")
     path = pathlib.Path(FLAGS.workdir) / "classic_cv.md"
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)

@@ -15,9 +15,11 @@ from __future__ import annotations
 import functools
 from typing import Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxreg import losses
 from jaxreg._checks import as_tuple, check_displacement, shape_str
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "control_grid_shape",
     "basis_matrix",
     "bspline_displacement",
+    "curvature",
     "upsample_control",
     "subdivision_matrix",
     "carry_up",
@@ -100,6 +103,62 @@ def bspline_displacement(control, image_shape: Sequence[int], stride):
     if not jnp.issubdtype(control.dtype, jnp.floating):
         control = control.astype(jnp.float32)
     return _contract(control, [basis_matrix(n, s) for n, s in zip(image_shape, strides)])
+
+
+@functools.lru_cache(maxsize=256)
+def _curvature_grams(n: int, stride: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(K, K) Gram matrices (B^T B, B^T D B, (DB)^T DB) of an axis: B its basis matrix, D `losses.laplacian`'s
+    1-D Neumann second difference on n pixels as a matrix (built from the formula, not restated)."""
+    b = basis_matrix(n, stride).astype(np.float64)
+    with jax.ensure_compile_time_eval():
+        d = np.asarray(jax.vmap(lambda e: losses.laplacian(e[:, None])[:, 0])(jnp.eye(n, dtype=jnp.float32)))
+    db = d.T.astype(np.float64) @ b  # row j of d is the Laplacian of e_j, i.e. column j of D
+    out = tuple(g.astype(np.float32) for g in (b.T @ b, b.T @ db, db.T @ db))
+    for g in out:
+        g.setflags(write=False)
+    return out
+
+
+def curvature(control, image_shape: Sequence[int], stride):
+    """`losses.curvature(bspline_displacement(control, image_shape, stride))` (pixel units) from the control grid
+    alone: control `(*control_grid_shape(image_shape, stride), ndim)` -> scalar.
+
+    Exact: the Neumann Laplacian of a separable field is a sum over axes a of separable maps (D B along a, B
+    elsewhere), so its squared norm is a sum over axis pairs (a, a') of control-grid contractions with per-axis Gram
+    matrices (K_k, K_k). No dense field is formed: cost and memory scale with the control grid, not the image.
+    """
+    image_shape = tuple(int(n) for n in image_shape)
+    ndim = check_displacement("control", control)
+    strides = as_tuple(stride, ndim, "stride")
+    expected = control_grid_shape(image_shape, strides)
+    if len(image_shape) != ndim or tuple(control.shape[:-1]) != expected:
+        raise ValueError(
+            f"control must have shape {expected + (ndim,)} for image_shape {image_shape} at stride {strides}; "
+            f"got {shape_str(control)}"
+        )
+    control = jnp.asarray(control)
+    grams = [_curvature_grams(n, s) if n >= 2 else None for n, s in zip(image_shape, strides)]
+    axes = [a for a in range(ndim) if grams[a] is not None]  # a 1-pixel axis adds no second difference
+    total = 0.0
+    for a in axes:
+        for a2 in axes:
+            # <T_a c, T_a2 c>, T_a = D B along axis a and B along the others: Gram (B^T B, B^T D B, (DB)^T DB)
+            mats = []
+            for k in range(ndim):
+                if grams[k] is None:
+                    mats.append(basis_matrix(image_shape[k], strides[k]).T @ basis_matrix(image_shape[k], strides[k]))
+                    continue
+                btb, btdb, dbtdb = grams[k]
+                if k == a and k == a2:
+                    mats.append(dbtdb)
+                elif k == a:
+                    mats.append(btdb.T)
+                elif k == a2:
+                    mats.append(btdb)
+                else:
+                    mats.append(btb)
+            total = total + jnp.sum(control * _contract(control, mats))
+    return 0.5 * total
 
 
 @functools.lru_cache(maxsize=256)

@@ -37,25 +37,35 @@ class ClassicConfig:
     beta: float = 0.0  # label term weight (mean squared one-hot error x pixel count), only with both label maps
     squared_ngf: bool = True
 
+    def __post_init__(self):
+        lv = tuple(self.levels)
+        if not lv or lv[-1] != 1 or any(a <= b or a % b for a, b in zip(lv, lv[1:])):
+            raise ValueError(f"ClassicConfig.levels must be decreasing factors, each dividing the one before, ending "
+                             f"at 1 (full resolution); got {self.levels!r}")
+        if isinstance(self.max_iters, tuple) and len(self.max_iters) != len(lv):
+            raise ValueError(f"ClassicConfig.max_iters needs one cap per level ({len(lv)}); got {self.max_iters!r}")
+
 
 def _minimise(fun, x0, max_iters: int, rtol: float):
+    """L-BFGS (optax, zoom line search) from x0 -> (x, iterations run). The objective's value and gradient are
+    carried in the loop, taken from the line search's state after each step: `optax.value_and_grad_from_state`
+    would guard that reuse with a `lax.cond`, which under `vmap` becomes a select that evaluates the objective
+    a second time every iteration (docs/performance.md, "Classic registration vs SimpleITK demons")."""
     opt = optax.lbfgs()
-    value_and_grad = optax.value_and_grad_from_state(fun)
-    g0 = otu.tree_norm(jax.grad(fun)(x0))
+    value0, grad0 = jax.value_and_grad(fun)(x0)
+    g0 = otu.tree_norm(grad0)
 
     def step(carry):
-        x, state = carry
-        value, grad = value_and_grad(x, state=state)
+        x, state, value, grad = carry
         updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=fun)
-        return optax.apply_updates(x, updates), state
+        return optax.apply_updates(x, updates), state, otu.tree_get(state, "value"), otu.tree_get(state, "grad")
 
     def keep_going(carry):
-        _, state = carry
+        _, state, _, grad = carry
         it = otu.tree_get(state, "count")
-        err = otu.tree_norm(otu.tree_get(state, "grad"))
-        return (it == 0) | ((it < max_iters) & (err >= rtol * g0))
+        return (it == 0) | ((it < max_iters) & (otu.tree_norm(grad) >= rtol * g0))
 
-    x, state = jax.lax.while_loop(keep_going, step, (x0, opt.init(x0)))
+    x, state, _, _ = jax.lax.while_loop(keep_going, step, (x0, opt.init(x0), value0, grad0))
     return x, otu.tree_get(state, "count")
 
 
@@ -98,14 +108,14 @@ def register(fixed, moving, cfg: ClassicConfig = ClassicConfig(), init_u=None, f
         def level_objective(c, fl=fl, ml=ml, lshape=lshape):
             u = bspline.bspline_displacement(c, lshape, cfg.stride)
             terms = objective.level_terms(u, fl, ml, fol if use_labels else None, mol if use_labels else None,
-                                          n_full, cfg.epsilon, cfg.squared_ngf)
+                                          n_full, cfg.epsilon, cfg.squared_ngf, control=c, stride=cfg.stride)
             return objective.combine(terms, w)
 
         caps = cfg.max_iters if isinstance(cfg.max_iters, tuple) else (cfg.max_iters,) * len(cfg.levels)
         cap = caps[len(cfg.levels) - len(levels) + li]
         control, n_it = _minimise(level_objective, control, cap, cfg.rtol)
         iters.append(n_it)
-    u = bspline.bspline_displacement(control, shape, cfg.stride) * levels[-1]
+    u = bspline.bspline_displacement(control, shape, cfg.stride)  # the last level is the full resolution
     return u, jnp.stack(iters)
 
 

@@ -404,8 +404,8 @@ def build_parser():
     r.add_argument("--method", choices=("learned", "classic", "refine"), default=DEFAULT_METHOD,
                    help="refine (default): the network's field refined by a few classic iterations, chosen by "
                    "10-fold patient-wise CV: 85.8 %% mean Dice against 84.8 %% for learned (the network alone), "
-                   "folding 0.047 against 0.027 %%, at ~37 against ~11 ms a slice pair on one CPU core (plus a "
-                   "one-off ~12 s solver compile, cached); classic: no network (82.0 %%)")
+                   "folding 0.047 against 0.027 %%, at ~17 against ~8 ms a slice pair on one CPU core (plus a "
+                   "one-off ~13 s solver compile, cached); classic: no network (82.0 %%)")
     r.add_argument("--model", help="training workdir or model folder, or 'hyper': the shipped weight-conditioned "
                    "model (default: the shipped model)")
     for name, text in (("delta", "NGF"), ("alpha", "curvature"), ("beta", "label")):

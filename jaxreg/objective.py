@@ -17,7 +17,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from jaxreg import losses, warp
+from jaxreg import bspline, losses, warp
 
 TERMS = ("ngf", "curvature", "label")
 
@@ -29,13 +29,15 @@ def weights(delta, alpha, beta, curvature_scale=1.0) -> dict:
 
 
 def level_terms(u, fixed, moving, fixed_onehot=None, moving_onehot=None, n_finest: int | None = None,
-                epsilon: float = 0.1, squared_ngf: bool = True) -> dict:
+                epsilon: float = 0.1, squared_ngf: bool = True, control=None, stride=None) -> dict:
     """Unweighted terms of one level, one sample: u `(*S, nd)` level pixels, images `(*S)`, one-hot `(*S, C)`.
 
     `n_finest`: pixel count of the finest level (default: this level's). Without label maps the label term is 0.
+    `control`, `stride`: u's cubic B-spline control grid, when u is one; the curvature is then computed from it
+    (`bspline.curvature`: the same value, on the control grid instead of the pixels).
     """
     d = losses.ngf(fixed, warp.warp(moving, u), eps=epsilon, squared=squared_ngf)
-    r = losses.curvature(u)
+    r = losses.curvature(u) if control is None else bspline.curvature(control, u.shape[:-1], stride)
     if fixed_onehot is None or moving_onehot is None:
         b = jnp.zeros((), d.dtype)
     else:

@@ -112,10 +112,10 @@ def cv_table(results: list[dict], test_patients: list | None = None, baselines: 
 
 
 
-def comparison_table(results: dict) -> str:
+def comparison_table(results: dict, seconds: bool = True) -> str:
     """Markdown: methods (`{name: results dict}`) side by side on every Dice key they all have (mean, structures,
-    directions, slice regions, pathology groups), folding % and seconds a pair; the first two columns' difference
-    last (first minus second)."""
+    directions, slice regions, pathology groups), folding % and (`seconds`) seconds a pair; the first two columns'
+    difference last (first minus second). Leave `seconds` off where the times were not measured side by side."""
     names = list(results)
     keys = ["dice_mean_after", "dice_LV_after", "dice_RV_after", "dice_MYO_after"]
     subgroups = [k for k in results[names[0]] if k.startswith("dice_mean_after_")]
@@ -134,7 +134,8 @@ def comparison_table(results: dict) -> str:
                      + (f" | {vals[0] - vals[1]:+.1f} |" if diff else " |"))
     lines.append("| folding % | " + " | ".join(f"{results[n]['folding_percent']:.4f}" for n in names)
                  + (" | |" if diff else " |"))
-    lines.append("| s / pair | " + " | ".join(f"{results[n]['seconds_per_pair']:.4f}" for n in names)
-                 + (f" | {results[names[0]]['seconds_per_pair'] / results[names[1]]['seconds_per_pair']:.2f}x |"
-                    if diff else " |"))
+    if seconds:
+        lines.append("| s / pair | " + " | ".join(f"{results[n]['seconds_per_pair']:.4f}" for n in names)
+                     + (f" | {results[names[0]]['seconds_per_pair'] / results[names[1]]['seconds_per_pair']:.2f}x |"
+                        if diff else " |"))
     return "\n".join(lines) + "\n"

@@ -136,3 +136,47 @@ def test_carry_up_matches_coarse_field_on_fine_grid():
     np.testing.assert_allclose(u_f[::4, ::4], 4 * u_c, atol=1e-4)  # fine pixel 4i is coarse pixel i
     with pytest.raises(ValueError, match="power of two"):
         bspline.carry_up(coarse, (42, 42), 4, ratio=3)
+
+
+def naive_curvature(field):
+    """0.5 * sum_k (Neumann 5/7-point Laplacian of component k)**2 with numpy edge padding (pixel units)."""
+    total = 0.0
+    nd = field.ndim - 1
+    for k in range(nd):
+        comp = field[..., k].astype(np.float64)
+        pad = np.pad(comp, 1, mode="edge")
+        lap = np.zeros_like(comp)
+        centre = tuple(slice(1, -1) for _ in range(nd))
+        for ax in range(nd):
+            if comp.shape[ax] < 2:
+                continue
+            hi, lo = list(centre), list(centre)
+            hi[ax], lo[ax] = slice(2, None), slice(None, -2)
+            lap += pad[tuple(hi)] + pad[tuple(lo)] - 2.0 * comp
+        total += np.sum(lap**2)
+    return 0.5 * total
+
+
+@given(h=st.integers(1, 24), w=st.integers(2, 24), sh=st.integers(1, 6), sw=st.integers(1, 6), seed=st.integers(0, 99))
+def test_curvature_on_the_control_grid_equals_the_dense_fields(h, w, sh, sw, seed):
+    control = np.random.default_rng(seed).normal(size=bspline.control_grid_shape((h, w), (sh, sw)) + (2,))
+    got = float(bspline.curvature(control.astype(np.float32), (h, w), (sh, sw)))
+    want = naive_curvature(naive_field(control, (h, w), (sh, sw)))
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape,stride", [((112, 112), 4), ((9, 10, 11), (2, 3, 4))])
+def test_curvature_on_the_control_grid_value_and_gradient(shape, stride):
+    from jaxreg import losses
+
+    control = jnp.asarray(np.random.default_rng(1).normal(size=bspline.control_grid_shape(shape, stride)
+                                                           + (len(shape),)), jnp.float32)
+    dense = lambda c: losses.curvature(bspline.bspline_displacement(c, shape, stride))  # noqa: E731
+    grid = lambda c: bspline.curvature(c, shape, stride)  # noqa: E731
+    np.testing.assert_allclose(float(grid(control)), float(dense(control)), rtol=1e-5)
+    g_grid, g_dense = jax.grad(grid)(control), jax.grad(dense)(control)
+    np.testing.assert_allclose(np.asarray(g_grid), np.asarray(g_dense), atol=1e-5 * float(jnp.abs(g_dense).max()))
+    if len(shape) == 3:
+        check_grads(grid, (control,), order=1, modes=("rev",), atol=1e-2, rtol=1e-2)
+    with pytest.raises(ValueError, match="control must have shape"):
+        bspline.curvature(control[:-1], shape, stride)

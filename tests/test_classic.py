@@ -5,6 +5,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxreg import bspline, classic, metrics, warp
 from jaxreg.data import phantom_pairs
@@ -83,3 +84,14 @@ def test_chunked_batches_register_each_pair_as_on_its_own():
     refined, _ = classic.refine_batch(ps.fixed, ps.moving, ps.true_displacement, cfg, chunk=2)
     whole, _ = classic.refine_batch(ps.fixed, ps.moving, ps.true_displacement, cfg)
     np.testing.assert_allclose(refined, whole, atol=2e-3)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(levels=(4, 2)), "ending at 1"),
+    (dict(levels=(2, 4, 1)), "decreasing"),
+    (dict(levels=(3, 2, 1)), "dividing"),
+    (dict(levels=(4, 2, 1), max_iters=(10, 10)), "one cap per level"),
+])
+def test_config_rejects_pyramids_that_do_not_end_at_full_resolution(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        classic.ClassicConfig(**kwargs)
