@@ -1,8 +1,9 @@
 """Classic iterative registration (the paper's baseline): multi-level NGF + alpha * curvature (`jaxreg.objective`).
 
-Unknowns are cubic B-spline control points (stride `stride` pixels at every pyramid level), optimised with
-L-BFGS (optax, zoom line search) inside `lax.while_loop` until the gradient norm falls below `rtol` times its
-initial value or `max_iters` is reached; the grid is carried up to the next level by exact B-spline subdivision.
+Unknowns are cubic B-spline control points (stride `stride` pixels at every pyramid level; `fine_stride`, if set,
+at the finest), optimised with L-BFGS (optax, zoom line search) inside `lax.while_loop` until the gradient norm
+falls below `rtol` times its initial value or `max_iters` is reached; the grid is carried up to the next level by
+exact B-spline subdivision.
 Why control points and not a dense field: ~16x fewer unknowns (better conditioned for L-BFGS), smoothness built
 in, and the level hand-over is exact. One pair at a time `(*S)`; `register_batch` vmaps and jits it per shape.
 Optional instance refinement: start from a given displacement's control grid (e.g. the network's prediction)
@@ -36,6 +37,7 @@ class ClassicConfig:
     rtol: float = 1e-3
     beta: float = 0.0  # label term weight (mean squared one-hot error x pixel count), only with both label maps
     squared_ngf: bool = True
+    fine_stride: int | None = None  # control spacing at the finest level (stride / 2**k); None: stride
 
     def __post_init__(self):
         lv = tuple(self.levels)
@@ -44,6 +46,10 @@ class ClassicConfig:
                              f"at 1 (full resolution); got {self.levels!r}")
         if isinstance(self.max_iters, tuple) and len(self.max_iters) != len(lv):
             raise ValueError(f"ClassicConfig.max_iters needs one cap per level ({len(lv)}); got {self.max_iters!r}")
+        fs = self.fine_stride
+        if fs is not None and not (0 < fs <= self.stride and self.stride % fs == 0
+                                   and (self.stride // fs) & (self.stride // fs - 1) == 0):
+            raise ValueError(f"ClassicConfig.fine_stride must be stride / 2**k (stride {self.stride}); got {fs!r}")
 
 
 def _minimise(fun, x0, max_iters: int, rtol: float):
@@ -97,25 +103,28 @@ def register(fixed, moving, cfg: ClassicConfig = ClassicConfig(), init_u=None, f
         fl, ml = warp.downsample(fixed, f, nd), warp.downsample(moving, f, nd)
         if use_labels:
             fol, mol = warp.downsample(fo, f, nd), warp.downsample(mo, f, nd)
-        grid = bspline.control_grid_shape(lshape, cfg.stride)
+        last = li == len(levels) - 1
+        st = cfg.fine_stride or cfg.stride if last else cfg.stride  # the finest level may use a finer grid
         if control is None:
-            control = jnp.zeros(grid + (nd,), jnp.float32)
+            control = jnp.zeros(bspline.control_grid_shape(lshape, st) + (nd,), jnp.float32)
             if init_u is not None:
-                control = fit_control(jnp.asarray(init_u, jnp.float32) / f, lshape, cfg.stride)
+                control = fit_control(jnp.asarray(init_u, jnp.float32) / f, lshape, st)
         else:
             control = bspline.carry_up(control, lshape, cfg.stride, levels[li - 1] // f)
+            for k in range(int(math.log2(cfg.stride // st))):  # exact subdivision: the same field, finer grid
+                control = bspline.upsample_control(control, lshape, cfg.stride // 2**k)
 
-        def level_objective(c, fl=fl, ml=ml, lshape=lshape):
-            u = bspline.bspline_displacement(c, lshape, cfg.stride)
+        def level_objective(c, fl=fl, ml=ml, lshape=lshape, st=st):
+            u = bspline.bspline_displacement(c, lshape, st)
             terms = objective.level_terms(u, fl, ml, fol if use_labels else None, mol if use_labels else None,
-                                          n_full, cfg.epsilon, cfg.squared_ngf, control=c, stride=cfg.stride)
+                                          n_full, cfg.epsilon, cfg.squared_ngf, control=c, stride=st)
             return objective.combine(terms, w)
 
         caps = cfg.max_iters if isinstance(cfg.max_iters, tuple) else (cfg.max_iters,) * len(cfg.levels)
         cap = caps[len(cfg.levels) - len(levels) + li]
         control, n_it = _minimise(level_objective, control, cap, cfg.rtol)
         iters.append(n_it)
-    u = bspline.bspline_displacement(control, shape, cfg.stride)  # the last level is the full resolution
+    u = bspline.bspline_displacement(control, shape, st)  # the last level is the full resolution
     return u, jnp.stack(iters)
 
 
