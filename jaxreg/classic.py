@@ -145,7 +145,7 @@ def register_batch(fixed, moving, cfg: ClassicConfig = ClassicConfig(), chunk: i
     sequence; None: the whole batch at once (an accelerator). On a CPU core 4-8 pairs at a time keep the working
     set in cache, faster a pair than 64 at once (`jaxreg.runtime.chunks.pair_chunk`; docs/performance.md).
     """
-    return chunks.map_pairs(jax.vmap(lambda f, m: register(f, m, cfg)), chunk, fixed, moving)
+    return chunks.map_pairs(jax.vmap(lambda f, m: register(f, m, cfg)), chunk, fixed, moving, pad=True)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "chunk"))
@@ -153,4 +153,4 @@ def refine_batch(fixed, moving, init_u, cfg: ClassicConfig = ClassicConfig(), ch
     """Instance refinement of given displacements `(B, *S, ndim)` at the finest level, no labels (`chunk`: as in
     `register_batch`)."""
     one = jax.vmap(lambda f, m, u: register(f, m, cfg, init_u=u))
-    return chunks.map_pairs(one, chunk, fixed, moving, init_u)
+    return chunks.map_pairs(one, chunk, fixed, moving, init_u, pad=True)

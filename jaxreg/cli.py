@@ -405,7 +405,7 @@ def build_parser():
                    help="refine (default): the network's field refined by a few classic iterations, chosen by "
                    "10-fold patient-wise CV: 85.8 %% mean Dice against 84.8 %% for learned (the network alone), "
                    "folding 0.047 against 0.027 %%, at ~17 against ~8 ms a slice pair on one CPU core (plus a "
-                   "one-off ~13 s solver compile, cached); classic: no network (82.0 %%)")
+                   "one-off ~7 s solver compile, cached, and ~1.5 s of tracing a call); classic: no network (82.0 %%)")
     r.add_argument("--model", help="training workdir or model folder, or 'hyper': the shipped weight-conditioned "
                    "model (default: the shipped model)")
     for name, text in (("delta", "NGF"), ("alpha", "curvature"), ("beta", "label")):
