@@ -89,6 +89,17 @@ def test_format_results_names_subgroups():
         "folding_percent_es_to_ed": 0.25})
 
 
+def test_comparison_table_differences_and_optional_seconds():
+    base = {"folding_percent": 0.1, "seconds_per_pair": 0.05, "dice_mean_after": 0.84, "dice_LV_after": 0.88,
+            "dice_RV_after": 0.81, "dice_MYO_after": 0.83, "dice_mean_after_group_hcm": 0.75}
+    peer = base | {"dice_mean_after": 0.829, "dice_mean_after_group_hcm": 0.759, "seconds_per_pair": 0.25}
+    lines = report.comparison_table({"classic": base, "demons": peer}).splitlines()
+    assert "| mean | 84.0 | 82.9 | +1.1 |" in lines and "| group HCM | 75.0 | 75.9 | -0.9 |" in lines
+    assert lines[-1] == "| s / pair | 0.0500 | 0.2500 | 0.20x |"
+    no_time = report.comparison_table({"classic": base, "demons": peer}, seconds=False)
+    assert "s / pair" not in no_time and no_time.splitlines()[-1].startswith("| folding % |")
+
+
 def test_cross_validate_two_tiny_folds(tmp_path):
     cmd = [sys.executable, "-m", "experiments.cross_validate", "--config", "tiny", "--workdir", str(tmp_path),
            "--noprogress", "--epochs", "1", "--alpha", "100"]
