@@ -366,7 +366,7 @@ def classic_grid() -> dict[str, classic.ClassicConfig]:
     """The `jaxreg.classic` settings `select_classic` chooses among (`ClassicConfig()` is "a1_e0.1_it20_l3"):
     curvature weight x NGF edge parameter x L-BFGS iteration caps on the 3-level pyramid, a 4-level pyramid, and
     (a second round, added after the first showed more iterations and a fourth level paying) both together and
-    twice the iterations again."""
+    twice the iterations again, and (a third) the 80-iteration caps as a diffeomorphism (scaling and squaring)."""
     out = {}
     for iters in ((20, 10, 10), (40, 20, 20)):
         for alpha in (0.25, 0.5, 1.0):
@@ -381,6 +381,11 @@ def classic_grid() -> dict[str, classic.ClassicConfig]:
                                                                 max_iters=(40, 40, 20, 20))
     for alpha in (0.5, 1.0):
         out[f"a{alpha:g}_e0.1_it80_l3"] = classic.ClassicConfig(alpha=alpha, max_iters=(80, 40, 40))
+    # third round (issue 22's diffeomorphic candidate): exp of a B-spline velocity, 6 squarings; it cannot fold, so
+    # smaller curvature weights than the displacement's 0.5 become admissible
+    for alpha in (0.25, 0.1):
+        out[f"a{alpha:g}_e0.1_it80_l3_ss6"] = classic.ClassicConfig(alpha=alpha, max_iters=(80, 40, 40),
+                                                                    diffeomorphic=6)
     return out
 
 

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from jaxreg._checks import check_displacement, shape_str
 
-__all__ = ["identity_grid", "warp", "warp_labels", "compose", "downsample"]
+__all__ = ["identity_grid", "warp", "warp_labels", "compose", "exp_velocity", "downsample"]
 
 _MODES = ("border", "constant")
 
@@ -155,6 +155,22 @@ def compose(u1, u2, mode: str = "border"):
     if u1.shape != u2.shape:
         raise ValueError(f"u1 and u2 must have the same shape; got {shape_str(u1)} and {shape_str(u2)}")
     return u1 + warp(u2, u1, order=1, mode=mode)
+
+
+def exp_velocity(v, steps: int = 6):
+    """Displacement of the flow of a stationary velocity field by scaling and squaring: v `(*S, ndim)` pixels ->
+    u `(*S, ndim)` pixels, u = exp(v) with `steps` squarings (u <- compose(u, u) from v / 2**steps).
+
+    For a smooth v and enough steps the map x -> x + u is a diffeomorphism (no folding): each squaring composes
+    two maps of positive Jacobian. steps=0 returns v (the plain displacement). A constant v returns v exactly.
+    """
+    check_displacement("v", v)
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0; got {steps}")
+    u = v / 2.0**steps
+    for _ in range(steps):
+        u = compose(u, u)
+    return u
 
 
 def downsample(x, factor: int, spatial_ndim: int):

@@ -11,10 +11,10 @@ from jaxreg import bspline, classic, metrics, warp
 from jaxreg.data import phantom_pairs
 
 
-@pytest.mark.parametrize("fine_stride", [None, 2])
-def test_classic_improves_dice_and_endpoint_error(fine_stride):
+@pytest.mark.parametrize("extra", [{}, {"fine_stride": 2}, {"diffeomorphic": 4}])
+def test_classic_improves_dice_and_endpoint_error(extra):
     ps = phantom_pairs(6, seed=3, size=64)
-    cfg = classic.ClassicConfig(max_iters=(15, 10, 5), fine_stride=fine_stride)
+    cfg = classic.ClassicConfig(max_iters=(15, 10, 5), **extra)
     u, iters = classic.register_batch(ps.fixed, ps.moving, cfg)
     assert u.shape == (6, 64, 64, 2) and iters.shape == (6, 3)
     heart = (ps.fixed_labels > 0) | (ps.moving_labels > 0)
@@ -94,6 +94,7 @@ def test_chunked_batches_register_each_pair_as_on_its_own():
     (dict(levels=(4, 2, 1), max_iters=(10, 10)), "one cap per level"),
     (dict(stride=4, fine_stride=3), "fine_stride"),
     (dict(stride=4, fine_stride=8), "fine_stride"),
+    (dict(diffeomorphic=-1), "diffeomorphic"),
 ])
 def test_config_rejects_pyramids_that_do_not_end_at_full_resolution(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -158,3 +158,36 @@ def test_downsample_is_block_mean():
     np.testing.assert_allclose(got, x.reshape(2, 2, 3, 2, 2).mean((1, 3)))
     with pytest.raises(ValueError, match="divisible"):
         W.downsample(np.zeros((5, 6)), 2, 2)
+
+
+def _smooth_field(shape, amplitude, seed, sigma=6.0):
+    """A smooth random displacement (pixels): Gaussian-blurred noise scaled to `amplitude` px at most."""
+    rng = np.random.default_rng(seed)
+    comps = [ndimage.gaussian_filter(rng.normal(size=shape), sigma, mode="nearest") for _ in shape]
+    v = np.stack(comps, -1)
+    return jnp.asarray(amplitude * v / np.abs(v).max(), jnp.float32)
+
+
+def test_exp_velocity_translation_zero_steps_and_inverse():
+    v = jnp.full((24, 20, 2), jnp.asarray([1.5, -0.75]), jnp.float32)
+    np.testing.assert_allclose(W.exp_velocity(v, 6), v, atol=1e-5)  # a constant flow is a translation
+    w = _smooth_field((48, 48), 3.0, 0)
+    np.testing.assert_array_equal(W.exp_velocity(w, 0), w)
+    # exp(v) then exp(-v) is the identity (away from the border, where "border" sampling clamps)
+    back = W.compose(W.exp_velocity(w, 7), W.exp_velocity(-w, 7))
+    assert float(jnp.abs(back[8:-8, 8:-8]).max()) < 0.05
+    # one squaring of exp(v / 2) is exp(v): the two paths of the recursion agree
+    np.testing.assert_allclose(W.compose(W.exp_velocity(w / 2, 6), W.exp_velocity(w / 2, 6)), W.exp_velocity(w, 7),
+                               atol=1e-4)
+    with pytest.raises(ValueError, match="steps"):
+        W.exp_velocity(w, -1)
+
+
+def test_exp_velocity_does_not_fold_where_the_displacement_does():
+    from jaxreg import metrics
+
+    v = _smooth_field((64, 64), 10.0, 1, sigma=3.0)  # large and sharp enough that x + v folds
+    assert float(metrics.folding_fraction(v)) > 0.0
+    assert float(metrics.folding_fraction(W.exp_velocity(v, 7))) == 0.0
+    g = jax.grad(lambda a: jnp.sum(W.exp_velocity(a, 4) ** 2))(v)  # differentiable through the squarings
+    assert g.shape == v.shape and bool(jnp.all(jnp.isfinite(g)))
