@@ -34,7 +34,7 @@ def _refine_rows(pairs, batch):
     import jaxreg
     from jaxreg.runtime import chunks
 
-    model, cfg, chunk = jaxreg.load_model(), classic.ClassicConfig(), chunks.pair_chunk()
+    model, cfg, chunk = jaxreg.load_model(), classic.ClassicConfig(), chunks.pair_chunk(kind="solver")
     n = len(pairs)
     pad = (-n) % batch
     fix = np.concatenate([pairs.fixed, pairs.fixed[:pad]])

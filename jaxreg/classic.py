@@ -5,7 +5,8 @@ at the finest), optimised with L-BFGS (optax, zoom line search) inside `lax.whil
 falls below `rtol` times its initial value or `max_iters` is reached; the grid is carried up to the next level by
 exact B-spline subdivision.
 Why control points and not a dense field: ~16x fewer unknowns (better conditioned for L-BFGS), smoothness built
-in, and the level hand-over is exact. One pair at a time `(*S)`; `register_batch` vmaps and jits it per shape.
+in, and the level hand-over is exact. One pair at a time `(*S)`; `register_batch` maps it over a batch (pair by pair
+on a CPU, vmapped on an accelerator) and jits it per shape.
 Optional instance refinement: start from a given displacement's control grid (e.g. the network's prediction)
 and optionally add the label term when both label maps are known.
 """
@@ -39,6 +40,7 @@ class ClassicConfig:
     squared_ngf: bool = True
     fine_stride: int | None = None  # control spacing at the finest level (stride / 2**k); None: stride
     diffeomorphic: int = 0  # > 0: the B-spline is a velocity field, the displacement its exp (this many squarings)
+    exp_factor: int = 1  # with diffeomorphic: squarings at 1/exp_factor of each level's resolution (warp.exp_velocity)
 
     def __post_init__(self):
         lv = tuple(self.levels)
@@ -47,6 +49,9 @@ class ClassicConfig:
                              f"at 1 (full resolution); got {self.levels!r}")
         if self.diffeomorphic < 0:
             raise ValueError(f"ClassicConfig.diffeomorphic must be >= 0 squaring steps; got {self.diffeomorphic!r}")
+        if not isinstance(self.exp_factor, int) or self.exp_factor < 1:
+            raise ValueError(f"ClassicConfig.exp_factor must be a positive int (1: full resolution); got "
+                             f"{self.exp_factor!r}")
         if isinstance(self.max_iters, tuple) and len(self.max_iters) != len(lv):
             raise ValueError(f"ClassicConfig.max_iters needs one cap per level ({len(lv)}); got {self.max_iters!r}")
         fs = self.fine_stride
@@ -122,7 +127,7 @@ def register(fixed, moving, cfg: ClassicConfig = ClassicConfig(), init_u=None, f
                 control = bspline.upsample_control(control, lshape, cfg.stride // 2**k)
 
         def level_objective(c, fl=fl, ml=ml, lshape=lshape, st=st):
-            u = warp.exp_velocity(bspline.bspline_displacement(c, lshape, st), cfg.diffeomorphic)
+            u = warp.exp_velocity(bspline.bspline_displacement(c, lshape, st), cfg.diffeomorphic, cfg.exp_factor)
             terms = objective.level_terms(u, fl, ml, fol if use_labels else None, mol if use_labels else None,
                                           n_full, cfg.epsilon, cfg.squared_ngf, control=c, stride=st)
             return objective.combine(terms, w)
@@ -131,7 +136,7 @@ def register(fixed, moving, cfg: ClassicConfig = ClassicConfig(), init_u=None, f
         cap = caps[len(cfg.levels) - len(levels) + li]
         control, n_it = _minimise(level_objective, control, cap, cfg.rtol)
         iters.append(n_it)
-    u = warp.exp_velocity(bspline.bspline_displacement(control, shape, st), cfg.diffeomorphic)  # full resolution
+    u = warp.exp_velocity(bspline.bspline_displacement(control, shape, st), cfg.diffeomorphic, cfg.exp_factor)
     return u, jnp.stack(iters)
 
 
@@ -148,16 +153,16 @@ def fit_control(u, image_shape, stride):
 def register_batch(fixed, moving, cfg: ClassicConfig = ClassicConfig(), chunk: int | None = None):
     """`register` over a batch `(B, *S)` -> (u `(B, *S, ndim)`, iterations `(B, levels)`).
 
-    chunk: pairs optimised together (vmapped; each chunk runs until its slowest pair stops), the chunks in
-    sequence; None: the whole batch at once (an accelerator). On a CPU core 4-8 pairs at a time keep the working
-    set in cache, faster a pair than 64 at once (`jaxreg.runtime.chunks.pair_chunk`; docs/performance.md).
+    chunk: pairs optimised together, the chunks in sequence; None: the whole batch vmapped at once (an
+    accelerator); 1: one pair at a time, not vmapped, the CPU's choice (`chunks.pair_chunk(kind="solver")`): under
+    `vmap` each chunk runs until its slowest pair stops and the gathers are batched, 1.6-3.2x slower a pair on a
+    CPU core (docs/performance.md). Chunks > 1 are vmapped (padded to whole chunks).
     """
-    return chunks.map_pairs(jax.vmap(lambda f, m: register(f, m, cfg)), chunk, fixed, moving, pad=True)
+    return chunks.map_pair_fn(lambda f, m: register(f, m, cfg), chunk, fixed, moving)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "chunk"))
 def refine_batch(fixed, moving, init_u, cfg: ClassicConfig = ClassicConfig(), chunk: int | None = None):
     """Instance refinement of given displacements `(B, *S, ndim)` at the finest level, no labels (`chunk`: as in
     `register_batch`)."""
-    one = jax.vmap(lambda f, m, u: register(f, m, cfg, init_u=u))
-    return chunks.map_pairs(one, chunk, fixed, moving, init_u, pad=True)
+    return chunks.map_pair_fn(lambda f, m, u: register(f, m, cfg, init_u=u), chunk, fixed, moving, init_u)

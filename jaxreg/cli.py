@@ -176,10 +176,10 @@ def register_volumes(fixed, moving, moving_labels=None, method=DEFAULT_METHOD, m
         u = np.asarray(model(f_crops, m_crops))
         if method == "refine":
             u = np.asarray(classic.refine_batch(f_crops, m_crops, u, classic_cfg or classic.ClassicConfig(),
-                                                     chunks.pair_chunk())[0])
+                                                     chunks.pair_chunk(kind="solver"))[0])
     else:
         u = np.asarray(classic.register_batch(f_crops, m_crops, classic_cfg or classic.ClassicConfig(),
-                                                chunks.pair_chunk())[0])
+                                                chunks.pair_chunk(kind="solver"))[0])
     seconds = time.perf_counter() - t0
     u = np.array(u)
     u[blank] = 0.0

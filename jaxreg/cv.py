@@ -262,7 +262,7 @@ def evaluate_baselines(workdir, pairs: PairSet, u_net, meta: dict | None = None,
     """
     from jaxreg import peers
 
-    chunk = chunks.pair_chunk()
+    chunk = chunks.pair_chunk(kind="solver")
     runs = {"classic": lambda: classic.register_batch(pairs.fixed, pairs.moving, cfg, chunk)[0],
             "refine": lambda: classic.refine_batch(pairs.fixed, pairs.moving, u_net, cfg, chunk)[0],
             "demons": lambda: peers.demons_batch(pairs.fixed, pairs.moving, threads=1)}
@@ -395,7 +395,7 @@ def classic_table(pairs: PairSet, cfg: classic.ClassicConfig, batch: int = 64):
     pad = (-n) % batch
     fix = np.concatenate([pairs.fixed, pairs.fixed[:pad]])
     mov = np.concatenate([pairs.moving, pairs.moving[:pad]])
-    chunk = chunks.pair_chunk()
+    chunk = chunks.pair_chunk(kind="solver")
     jax.block_until_ready(classic.register_batch(fix[:batch], mov[:batch], cfg, chunk))  # compile for the shape
     t0 = time.perf_counter()
     u = np.concatenate([np.asarray(classic.register_batch(fix[s:s + batch], mov[s:s + batch], cfg, chunk)[0])

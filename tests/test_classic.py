@@ -72,17 +72,19 @@ def test_label_branch_acts_only_with_both_label_maps_and_beta_and_raises_dice():
     assert _label_dice(ps, labelled) > _label_dice(ps, plain) + 0.01
 
 
-def test_chunked_batches_register_each_pair_as_on_its_own():
-    # chunk 2 over 3 pairs: a full chunk and a remainder; every pair must get its lone registration's field
+@pytest.mark.parametrize("chunk", [1, 2])
+def test_chunked_batches_register_each_pair_as_on_its_own(chunk):
+    # chunk 2 over 3 pairs: a full chunk and a remainder; chunk 1: pair by pair, unbatched; every pair must get its
+    # lone registration's field
     ps = phantom_pairs(3, seed=2, size=64)
     cfg = classic.ClassicConfig(max_iters=(6, 4, 3))
-    chunked, iters = classic.register_batch(ps.fixed, ps.moving, cfg, chunk=2)
+    chunked, iters = classic.register_batch(ps.fixed, ps.moving, cfg, chunk=chunk)
     assert chunked.shape == (3, 64, 64, 2) and iters.shape == (3, 3)
     for i in range(3):
         alone, _ = classic.register_batch(ps.fixed[i:i + 1], ps.moving[i:i + 1], cfg)
         np.testing.assert_allclose(chunked[i], alone[0], atol=2e-3)
     assert float(np.abs(chunked).max()) > 0.1  # the pairs did move
-    refined, _ = classic.refine_batch(ps.fixed, ps.moving, ps.true_displacement, cfg, chunk=2)
+    refined, _ = classic.refine_batch(ps.fixed, ps.moving, ps.true_displacement, cfg, chunk=chunk)
     whole, _ = classic.refine_batch(ps.fixed, ps.moving, ps.true_displacement, cfg)
     np.testing.assert_allclose(refined, whole, atol=2e-3)
 

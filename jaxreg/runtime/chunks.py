@@ -1,8 +1,10 @@
-"""How many registration pairs to process together, and the chunked map that does it.
+"""How many registration pairs to process together, and the chunked maps that do it.
 
-On a CPU core, vmapping 4-8 pairs of 112 x 112 keeps their working set in cache: 64 at once ran the classic method
-1.6x slower a pair (docs/performance.md, "Classic registration vs SimpleITK demons"); the network's inference
-(`Trainer.fields`) uses the same chunk. An accelerator wants the whole batch.
+On a CPU core, the network's inference (`Trainer.fields`) vmaps 8 pairs of 112 x 112 at a time: their working set
+stays in cache. The classic solver (`jaxreg.classic`) runs one pair at a time there, not vmapped: under `vmap` its
+L-BFGS and line-search loops run until the slowest pair stops and every gather becomes a batched gather, 1.6x
+(displacement) to 3.2x (diffeomorphic) slower a pair than 8 vmapped (docs/performance.md, "Classic registration vs
+SimpleITK demons"). An accelerator wants the whole batch vmapped.
 """
 
 from __future__ import annotations
@@ -10,13 +12,19 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-CPU_PAIRS = 8
+CPU_PAIRS = 8  # the network's inference
+CPU_SOLVER_PAIRS = 1  # iterative solvers: one pair at a time, unbatched
 
 
-def pair_chunk(platform: str | None = None) -> int | None:
-    """Pairs vmapped together: CPU_PAIRS on "cpu", None (the whole batch) on an accelerator; default: JAX's."""
+def pair_chunk(platform: str | None = None, kind: str = "network") -> int | None:
+    """Pairs processed together on `platform` (default: JAX's) by `kind` "network" (CPU_PAIRS on "cpu") or
+    "solver" (CPU_SOLVER_PAIRS); None (the whole batch) on an accelerator."""
+    if kind not in ("network", "solver"):
+        raise ValueError(f'kind must be "network" or "solver"; got {kind!r}')
     platform = jax.default_backend() if platform is None else platform
-    return CPU_PAIRS if platform == "cpu" else None
+    if platform != "cpu":
+        return None
+    return CPU_PAIRS if kind == "network" else CPU_SOLVER_PAIRS
 
 
 def map_pairs(batched_fn, chunk: int | None, *arrays, pad: bool = False):
@@ -40,3 +48,12 @@ def map_pairs(batched_fn, chunk: int | None, *arrays, pad: bool = False):
         arrays = [jnp.concatenate([x, jnp.repeat(x[-1:], extra, axis=0)]) for x in arrays]
     out = jax.lax.map(lambda xs: batched_fn(*xs), [x.reshape((-1, chunk) + x.shape[1:]) for x in arrays])
     return jax.tree.map(lambda y: y.reshape((-1,) + y.shape[2:])[:n], out)
+
+
+def map_pair_fn(fn, chunk: int | None, *arrays):
+    """`fn` of ONE pair (arrays without the leading pairs axis) over a batch: chunk 1 maps it pair by pair with no
+    `vmap` (`lax.map`: each pair's loops stop on their own); otherwise `map_pairs(jax.vmap(fn), chunk, ...,
+    pad=True)`."""
+    if chunk == 1:
+        return jax.lax.map(lambda xs: fn(*xs), arrays)
+    return map_pairs(jax.vmap(fn), chunk, *arrays, pad=True)
