@@ -90,7 +90,8 @@ def register(fixed, moving, cfg: ClassicConfig = ClassicConfig(), init_u=None, f
     init_u: a starting displacement (instance refinement); its control grid is fitted at the finest level (with
     `cfg.diffeomorphic`, as the velocity: exp(v) ~= v to first order).
     `cfg.diffeomorphic` > 0: the control grid parametrises a stationary velocity field and the displacement is its
-    exponential (`warp.exp_velocity`): no folding, at ~18x the time a pair for 6 squarings (0.89 against 0.048 s;
+    exponential (`warp.exp_velocity`, squared at 1/`cfg.exp_factor` of each level's resolution): no folding, at ~6x
+    the time a pair of the displacement form for 4 squarings (0.200 against 0.034 s;
     docs/performance.md). The curvature still penalises the velocity (its control grid).
     fixed_labels/moving_labels (int maps) add `cfg.beta` * label term when both are given.
     """

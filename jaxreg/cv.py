@@ -366,7 +366,8 @@ def classic_grid() -> dict[str, classic.ClassicConfig]:
     """The `jaxreg.classic` settings `select_classic` chooses among (`ClassicConfig()` is "a1_e0.1_it20_l3"):
     curvature weight x NGF edge parameter x L-BFGS iteration caps on the 3-level pyramid, a 4-level pyramid, and
     (a second round, added after the first showed more iterations and a fourth level paying) both together and
-    twice the iterations again, and (a third) the 80-iteration caps as a diffeomorphism (scaling and squaring)."""
+    twice the iterations again, (a third) the 80-iteration caps as a diffeomorphism (scaling and squaring), and (a
+    fourth, for time) that diffeomorphism squared at half or quarter resolution, with fewer squarings or iterations."""
     out = {}
     for iters in ((20, 10, 10), (40, 20, 20)):
         for alpha in (0.25, 0.5, 1.0):
@@ -386,6 +387,15 @@ def classic_grid() -> dict[str, classic.ClassicConfig]:
     for alpha in (0.25, 0.1):
         out[f"a{alpha:g}_e0.1_it80_l3_ss6"] = classic.ClassicConfig(alpha=alpha, max_iters=(80, 40, 40),
                                                                     diffeomorphic=6)
+    # fourth round (issue 22's time target): the squarings at 1/2 or 1/4 of each level's resolution (`_x2`, `_x4`),
+    # 4 squarings, or half the iterations
+    for name, alpha, iters, steps, factor in (("a0.1_e0.1_it80_l3_ss4", 0.1, (80, 40, 40), 4, 1),
+                                              ("a0.1_e0.1_it80_l3_ss6_x2", 0.1, (80, 40, 40), 6, 2),
+                                              ("a0.25_e0.1_it80_l3_ss6_x2", 0.25, (80, 40, 40), 6, 2),
+                                              ("a0.1_e0.1_it80_l3_ss4_x2", 0.1, (80, 40, 40), 4, 2),
+                                              ("a0.1_e0.1_it40_l3_ss6_x2", 0.1, (40, 20, 20), 6, 2),
+                                              ("a0.1_e0.1_it80_l3_ss6_x4", 0.1, (80, 40, 40), 6, 4)):
+        out[name] = classic.ClassicConfig(alpha=alpha, max_iters=iters, diffeomorphic=steps, exp_factor=factor)
     return out
 
 

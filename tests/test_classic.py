@@ -11,7 +11,8 @@ from jaxreg import bspline, classic, metrics, warp
 from jaxreg.data import phantom_pairs
 
 
-@pytest.mark.parametrize("extra", [{}, {"fine_stride": 2}, {"diffeomorphic": 4}])
+@pytest.mark.parametrize("extra", [{}, {"fine_stride": 2}, {"diffeomorphic": 4},
+                                   {"diffeomorphic": 4, "exp_factor": 2}])
 def test_classic_improves_dice_and_endpoint_error(extra):
     ps = phantom_pairs(6, seed=3, size=64)
     cfg = classic.ClassicConfig(max_iters=(15, 10, 5), **extra)
@@ -97,6 +98,8 @@ def test_chunked_batches_register_each_pair_as_on_its_own(chunk):
     (dict(stride=4, fine_stride=3), "fine_stride"),
     (dict(stride=4, fine_stride=8), "fine_stride"),
     (dict(diffeomorphic=-1), "diffeomorphic"),
+    (dict(diffeomorphic=4, exp_factor=0), "exp_factor"),
+    (dict(diffeomorphic=4, exp_factor=1.5), "exp_factor"),
 ])
 def test_config_rejects_pyramids_that_do_not_end_at_full_resolution(kwargs, match):
     with pytest.raises(ValueError, match=match):
