@@ -389,7 +389,7 @@ def classic_grid() -> dict[str, classic.ClassicConfig]:
                                                                     diffeomorphic=6)
     # fourth round (issue 22's time target): the squarings at 1/2 or 1/4 of each level's resolution (`_x2`, `_x4`),
     # 4 squarings, or half the iterations
-    for name, alpha, iters, steps, factor in (("a0.1_e0.1_it80_l3_ss4", 0.1, (80, 40, 40), 4, 1),
+    for name, alpha, iters, steps, factor in (("a0.1_e0.1_it80_l3_ss4", 0.1, (80, 40, 40), 4, 1),  # CV_CHOICE
                                               ("a0.1_e0.1_it80_l3_ss6_x2", 0.1, (80, 40, 40), 6, 2),
                                               ("a0.25_e0.1_it80_l3_ss6_x2", 0.25, (80, 40, 40), 6, 2),
                                               ("a0.1_e0.1_it80_l3_ss4_x2", 0.1, (80, 40, 40), 4, 2),

@@ -104,3 +104,17 @@ def test_chunked_batches_register_each_pair_as_on_its_own(chunk):
 def test_config_rejects_pyramids_that_do_not_end_at_full_resolution(kwargs, match):
     with pytest.raises(ValueError, match=match):
         classic.ClassicConfig(**kwargs)
+
+
+def test_cv_choice_is_the_grid_setting_the_cv_chose():
+    import json
+    import pathlib
+
+    from jaxreg import cv
+
+    # the recorded CV's choice on all patients (`jaxreg register --method classic` runs it): a new CV record that
+    # chooses otherwise must move CV_CHOICE with it
+    record = pathlib.Path(__file__).parents[1] / "docs" / "classic_cv" / "results_classic_cv.json"
+    chosen = json.loads(record.read_text())["chosen_on_all"]
+    assert cv.classic_grid()[chosen] == classic.CV_CHOICE
+    assert classic.CV_CHOICE != classic.ClassicConfig()
