@@ -405,7 +405,7 @@ def build_parser():
     r.add_argument("--method", choices=("learned", "classic", "refine"), default=DEFAULT_METHOD,
                    help="refine (default): the network's field refined by a few classic iterations, chosen by "
                    "10-fold patient-wise CV: 85.8 %% mean Dice against 84.8 %% for learned (the network alone), "
-                   "folding 0.047 against 0.027 %%, at ~17 against ~8 ms a slice pair on one CPU core (plus a "
+                   "folding 0.047 against 0.027 %%, at ~12 against ~8 ms a slice pair on one CPU core (plus a "
                    "one-off ~7 s solver compile, cached, and ~1.5 s of tracing a call); classic: no network, the "
                    "diffeomorphic setting chosen by the same CV (jaxreg.classic.CV_CHOICE: 84.4 %% against 82.9 %% "
                    "for SimpleITK's multi-resolution demons, no folding, ~0.2 s a slice pair plus ~5 s of tracing "
