@@ -162,8 +162,8 @@ def register_batch(fixed, moving, cfg: ClassicConfig = ClassicConfig(), chunk: i
 
     chunk: pairs optimised together, the chunks in sequence; None: the whole batch vmapped at once (an
     accelerator); 1: one pair at a time, not vmapped, the CPU's choice (`chunks.pair_chunk(kind="solver")`): under
-    `vmap` each chunk runs until its slowest pair stops and the gathers are batched, 1.6-3.2x slower a pair on a
-    CPU core (docs/performance.md). Chunks > 1 are vmapped (padded to whole chunks).
+    `vmap` each chunk runs until its slowest pair stops, 1.6-3.2x slower a pair with 8 on a CPU core
+    (docs/performance.md). Chunks > 1 are vmapped (padded to whole chunks).
     """
     return chunks.map_pair_fn(lambda f, m: register(f, m, cfg), chunk, fixed, moving)
 

@@ -2,9 +2,9 @@
 
 On a CPU core, the network's inference (`Trainer.fields`) vmaps 8 pairs of 112 x 112 at a time: their working set
 stays in cache. The classic solver (`jaxreg.classic`) runs one pair at a time there, not vmapped: under `vmap` its
-L-BFGS and line-search loops run until the slowest pair stops and every gather becomes a batched gather, 1.6x
-(displacement) to 3.2x (diffeomorphic) slower a pair than 8 vmapped (docs/performance.md, "Classic registration vs
-SimpleITK demons"). An accelerator wants the whole batch vmapped.
+L-BFGS and line-search loops run until the slowest pair stops, selecting over the batch every iteration, and a
+chunk's residuals can leave the cache: 8 vmapped took 1.6x (displacement) to 3.2x (diffeomorphic) longer a pair
+(docs/performance.md, "Classic registration vs SimpleITK demons"). An accelerator wants the whole batch vmapped.
 """
 
 from __future__ import annotations
