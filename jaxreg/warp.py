@@ -14,6 +14,7 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxreg._checks import check_displacement, shape_str
 
@@ -170,10 +171,10 @@ def exp_velocity(v, steps: int = 6, factor: int = 1):
     spacing) this keeps the flow to within interpolation error at factor**ndim less work per squaring.
     """
     check_displacement("v", v)
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0; got {steps}")
-    if factor < 1:
-        raise ValueError(f"factor must be a positive int; got {factor}")
+    if not _is_int(steps) or steps < 0:
+        raise ValueError(f"steps must be an int >= 0; got {steps!r}")
+    if not _is_int(factor) or factor < 1:
+        raise ValueError(f"factor must be a positive int; got {factor!r}")
     if steps == 0:
         return v
     shape = v.shape
@@ -189,6 +190,8 @@ def exp_velocity(v, steps: int = 6, factor: int = 1):
 
 def downsample(x, factor: int, spatial_ndim: int):
     """Average-pools the first `spatial_ndim` axes of `x` by `factor` (trailing channel axes kept): the pyramid step."""
+    if not _is_int(factor) or factor < 1:
+        raise ValueError(f"the pyramid factor must be a positive int; got {factor!r}")
     if factor == 1:
         return x
     shape = []
@@ -198,3 +201,8 @@ def downsample(x, factor: int, spatial_ndim: int):
         shape += [n // factor, factor]
     x = x.reshape(shape + list(x.shape[spatial_ndim:]))
     return x.mean(axis=tuple(1 + 2 * i for i in range(spatial_ndim)))
+
+
+def _is_int(n) -> bool:
+    """A Python or NumPy integer (not a bool, not a float such as 2.0): static sizes and counts."""
+    return isinstance(n, (int, np.integer)) and not isinstance(n, bool)

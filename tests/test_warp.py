@@ -204,8 +204,13 @@ def test_exp_velocity_at_reduced_resolution(factor):
     assert float(err[factor:-factor, factor:-factor].max()) < 0.05 * factor**2  # measured 0.038 / 0.125
     with pytest.raises(ValueError, match="divisible"):
         W.exp_velocity(w[:45], 6, factor)
-    with pytest.raises(ValueError, match="factor"):
-        W.exp_velocity(w, 6, 0)
+    for bad in (0, 2.0, True):
+        with pytest.raises(ValueError, match="factor"):
+            W.exp_velocity(w, 6, bad)
+    with pytest.raises(ValueError, match="steps"):
+        W.exp_velocity(w, 2.5, factor)
+    with pytest.raises(ValueError, match="pyramid factor"):
+        W.downsample(w, 1.5, 2)
 
 
 def test_exp_velocity_does_not_fold_where_the_displacement_does():
