@@ -89,6 +89,18 @@ def _minimise(fun, x0, max_iters: int, rtol: float):
     return x, otu.tree_get(state, "count")
 
 
+def level_objective(control, fixed, moving, cfg: ClassicConfig, stride: int, n_full: int, weights: dict,
+                    fixed_onehot=None, moving_onehot=None):
+    """One pyramid level's objective: control `(*control_grid_shape(S, stride), ndim)`, images `(*S)` at that level
+    (one-hots `(*S, C)` or None) -> scalar, NGF + alpha * curvature (+ beta * labels) as pixel sums (`n_full`: the
+    finest level's pixel count). With `cfg.diffeomorphic` the B-spline is the velocity and the field its exp."""
+    v = bspline.bspline_displacement(control, fixed.shape, stride)
+    u = warp.exp_velocity(v, cfg.diffeomorphic, cfg.exp_factor)
+    terms = objective.level_terms(u, fixed, moving, fixed_onehot, moving_onehot, n_full, cfg.epsilon, cfg.squared_ngf,
+                                  control=control, stride=stride)
+    return objective.combine(terms, weights)
+
+
 def register(fixed, moving, cfg: ClassicConfig = ClassicConfig(), init_u=None, fixed_labels=None,
              moving_labels=None, num_classes: int = 4):
     """Registers one pair `(*S)` -> (u `(*S, ndim)` pixels, iterations per level). Pure and jit/vmap-able.
@@ -133,15 +145,11 @@ def register(fixed, moving, cfg: ClassicConfig = ClassicConfig(), init_u=None, f
             for k in range(int(math.log2(cfg.stride // st))):  # exact subdivision: the same field, finer grid
                 control = bspline.upsample_control(control, lshape, cfg.stride // 2**k)
 
-        def level_objective(c, fl=fl, ml=ml, lshape=lshape, st=st):
-            u = warp.exp_velocity(bspline.bspline_displacement(c, lshape, st), cfg.diffeomorphic, cfg.exp_factor)
-            terms = objective.level_terms(u, fl, ml, fol if use_labels else None, mol if use_labels else None,
-                                          n_full, cfg.epsilon, cfg.squared_ngf, control=c, stride=st)
-            return objective.combine(terms, w)
-
+        fun = functools.partial(level_objective, fixed=fl, moving=ml, cfg=cfg, stride=st, n_full=n_full, weights=w,
+                                fixed_onehot=fol if use_labels else None, moving_onehot=mol if use_labels else None)
         caps = cfg.max_iters if isinstance(cfg.max_iters, tuple) else (cfg.max_iters,) * len(cfg.levels)
         cap = caps[len(cfg.levels) - len(levels) + li]
-        control, n_it = _minimise(level_objective, control, cap, cfg.rtol)
+        control, n_it = _minimise(fun, control, cap, cfg.rtol)
         iters.append(n_it)
     u = warp.exp_velocity(bspline.bspline_displacement(control, shape, st), cfg.diffeomorphic, cfg.exp_factor)
     return u, jnp.stack(iters)
