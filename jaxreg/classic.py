@@ -47,8 +47,9 @@ class ClassicConfig:
         if not lv or lv[-1] != 1 or any(a <= b or a % b for a, b in zip(lv, lv[1:])):
             raise ValueError(f"ClassicConfig.levels must be decreasing factors, each dividing the one before, ending "
                              f"at 1 (full resolution); got {self.levels!r}")
-        if self.diffeomorphic < 0:
-            raise ValueError(f"ClassicConfig.diffeomorphic must be >= 0 squaring steps; got {self.diffeomorphic!r}")
+        if not isinstance(self.diffeomorphic, int) or isinstance(self.diffeomorphic, bool) or self.diffeomorphic < 0:
+            raise ValueError(f"ClassicConfig.diffeomorphic must be an int >= 0 (squaring steps); got "
+                             f"{self.diffeomorphic!r}")
         if not isinstance(self.exp_factor, int) or self.exp_factor < 1:
             raise ValueError(f"ClassicConfig.exp_factor must be a positive int (1: full resolution); got "
                              f"{self.exp_factor!r}")

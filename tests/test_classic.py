@@ -98,6 +98,7 @@ def test_chunked_batches_register_each_pair_as_on_its_own(chunk):
     (dict(stride=4, fine_stride=3), "fine_stride"),
     (dict(stride=4, fine_stride=8), "fine_stride"),
     (dict(diffeomorphic=-1), "diffeomorphic"),
+    (dict(diffeomorphic=4.0), "diffeomorphic"),
     (dict(diffeomorphic=4, exp_factor=0), "exp_factor"),
     (dict(diffeomorphic=4, exp_factor=1.5), "exp_factor"),
 ])
