@@ -173,3 +173,73 @@ def test_hyper_fold_scores_every_setting_and_resumes(tmp_path):
     with pytest.raises(Exception, match="condition_features"):
         cv.run_hyper_fold(dataclasses.replace(exp, train=dataclasses.replace(
             exp.train, model=dataclasses.replace(exp.train.model, condition_features=0))), chosen, tmp_path / "x")
+
+
+def test_hyper_weights_chosen_on_the_other_folds_score_each_fold_and_resume(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from experiments.configs import tiny
+    from jaxreg import evaluation, selection
+    from jaxreg.errors import ConfigError
+    from jaxreg.training import workdir as wd
+
+    exp = tiny.get_config()
+    exp = dataclasses.replace(exp, train=dataclasses.replace(
+        exp.train, epochs=1, model=dataclasses.replace(exp.train.model, condition_features=8)))
+    pairs = cv.load_pairs(exp)
+    with pytest.raises(ConfigError, match="no finished fold"):
+        cv.select_hyper_weights(tmp_path, pairs, 2)
+    for k in (0, 1):
+        cv.run_fold(dataclasses.replace(exp, fold=k), tmp_path / f"fold{k}", pairs, progress=False)
+    cands = {"recipe": {"delta": exp.train.delta, "alpha": exp.train.alpha, "beta": exp.train.beta},
+             "soft": {"delta": exp.train.delta, "alpha": exp.train.alpha * 0.01, "beta": exp.train.beta * 100},
+             "stiff": {"delta": exp.train.delta, "alpha": exp.train.alpha * 100, "beta": 0.0}}
+    out = cv.select_hyper_weights(tmp_path, pairs, 2, cands, progress=lambda *_: None)
+    res = out["network_cv_weights"]
+    assert out["folds"] == [0, 1] and res["pairs"] == len(pairs)
+    # the recipe's setting is what each fold's own evaluation (results.json) gave
+    for k in (0, 1):
+        table = np.load(tmp_path / f"fold{k}" / "weights" / "recipe.npz")
+        assert np.nanmean(np.nanmean(table["after"], 1)) == pytest.approx(
+            json.loads((tmp_path / f"fold{k}" / "results.json").read_text())["dice_mean_after"], abs=1e-6)
+    # each fold is scored with the best setting on the OTHER fold (a naive recomputation from the cached tables)
+    fold_of = selection.pair_folds(pairs, 2, exp.fold_seed)
+    for k in (0, 1):
+        other = 1 - k
+        scores = {}
+        for name in cands:
+            t = np.load(tmp_path / f"fold{other}" / "weights" / f"{name}.npz")
+            ok = 100 * t["folding"].mean() < cv.HYPER_MAX_FOLDING_PERCENT
+            scores[name] = (ok, np.nanmean(np.nanmean(t["after"], 1)))
+        pool = [n for n in cands if scores[n][0]] or list(cands)
+        assert res["chosen_per_fold"][str(k)] == max(pool, key=lambda n: scores[n][1])
+        mine = np.load(tmp_path / f"fold{k}" / "weights" / f"{res['chosen_per_fold'][str(k)]}.npz")
+        assert res["dice_mean_after_per_fold"][str(k)] == pytest.approx(
+            np.nanmean(np.nanmean(mine["after"], 1)), abs=1e-6)
+    # a hundredth of the curvature weight and 100x the label weight folds at least as much as 100x the curvature weight
+    assert out["candidates"]["stiff"]["folding_percent"] <= out["candidates"]["soft"]["folding_percent"]
+    pooled = np.loadtxt(tmp_path / "pairs_network_cv_weights.csv", delimiter=",", skiprows=1,
+                        usecols=range(4, 11))
+    assert len(pooled) == len(pairs) and res["chosen_on_all"] in cands
+
+    def no_model(*a, **k):
+        raise AssertionError("a cached setting was scored again")
+
+    monkeypatch.setattr(wd, "load_trained", no_model)
+    again = cv.select_hyper_weights(tmp_path, pairs, 2, cands, progress=lambda *_: None)
+    assert again["network_cv_weights"]["dice_mean_after"] == res["dice_mean_after"]
+    monkeypatch.undo()
+    # the entry point writes the report; an unconditioned CV is a one-line error
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "experiments.hyper_weights", "--workdir", str(tmp_path), "--num_folds", "2",
+           "--alpha_factors", "1,0.01", "--beta_factors", "1"]
+    run = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "Chosen per fold" in (tmp_path / "hyper_weights.md").read_text()
+    plain = tmp_path / "plain"
+    cv.run_fold(dataclasses.replace(tiny.get_config(), train=dataclasses.replace(tiny.get_config().train, epochs=1)),
+                plain / "fold0", pairs, progress=False)
+    bad = subprocess.run(cmd[:4] + [str(plain)] + cmd[5:], cwd=root, capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "weight-conditioned" in bad.stderr
+    assert evaluation.results_path(tmp_path, "network_cv_weights").is_file()
