@@ -45,10 +45,7 @@ def main(argv):
                                       seconds=False)
             + "\nTimes: each candidate and peer is cached with the seconds of the run that computed it, so they are "
               "not side by side here; `benchmarks/bench_classic.py` times both in one process.\n")
-    path = pathlib.Path(FLAGS.workdir) / "classic_cv.md"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    report.write_markdown(pathlib.Path(FLAGS.workdir) / "classic_cv.md", text)
     print(text)
 
 

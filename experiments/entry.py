@@ -56,3 +56,14 @@ def run(main):
                 sys.exit(2)
 
     app.run(checked, flags_parser=_parse_flags)
+
+
+def nonnegative_floats(name: str, values) -> tuple[float, ...]:
+    """A list flag `--name` of finite numbers >= 0 as floats (ConfigError naming the flag otherwise)."""
+    try:
+        out = tuple(float(v) for v in values)
+    except ValueError:
+        raise ConfigError(f"--{name}: expected comma-separated numbers; got {','.join(values)!r}") from None
+    if not out or any(not v >= 0.0 or v == float("inf") for v in out):
+        raise ConfigError(f"--{name}: expected finite numbers >= 0; got {','.join(values)}")
+    return out

@@ -7,8 +7,10 @@ exact B-spline subdivision.
 Why control points and not a dense field: ~16x fewer unknowns (better conditioned for L-BFGS), smoothness built
 in, and the level hand-over is exact. One pair at a time `(*S)`; `register_batch` maps it over a batch (pair by pair
 on a CPU, vmapped on an accelerator) and jits it per shape.
-Optional instance refinement: start from a given displacement's control grid (e.g. the network's prediction)
-and optionally add the label term when both label maps are known.
+Optional instance refinement of a given displacement (e.g. the network's prediction): additive (`register`'s
+`init_u`: start from its control grid at the finest level; the curvature penalises the whole field) or by
+composition (`refine_composed`: register to the moving image warped by it, compose the residual with it; the
+curvature penalises the residual only). The label term is added when both label maps are known.
 """
 
 from __future__ import annotations
@@ -177,8 +179,26 @@ def register_batch(fixed, moving, cfg: ClassicConfig = ClassicConfig(), chunk: i
     return chunks.map_pair_fn(lambda f, m: register(f, m, cfg), chunk, fixed, moving)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "chunk"))
-def refine_batch(fixed, moving, init_u, cfg: ClassicConfig = ClassicConfig(), chunk: int | None = None):
-    """Instance refinement of given displacements `(B, *S, ndim)` at the finest level, no labels (`chunk`: as in
-    `register_batch`)."""
-    return chunks.map_pair_fn(lambda f, m, u: register(f, m, cfg, init_u=u), chunk, fixed, moving, init_u)
+def refine_composed(fixed, moving, init_u, cfg: ClassicConfig = ClassicConfig()):
+    """Instance refinement by composition, one pair `(*S)`, init_u `(*S, ndim)` px -> (u `(*S, ndim)` px, iterations
+    per level).
+
+    `cfg` registers `fixed` to `moving` warped by `init_u` (every level of `cfg.levels`, from zero); the result is
+    the residual r applied first, `warp.compose(r, init_u)` = r + init_u(x + r). The curvature penalises r alone, so
+    a large smooth starting field is not pulled back toward zero as the additive form (`register(init_u=...)`) pulls
+    it, and det(I + grad u) = det(I + grad r) det(I + grad init_u at x + r): u folds only where r or init_u does.
+    The moving image is interpolated twice (once by init_u, once by r); the labels are warped once, by u.
+    """
+    init_u = jnp.asarray(init_u, jnp.float32)
+    r, iters = register(fixed, warp.warp(jnp.asarray(moving, jnp.float32), init_u), cfg)
+    return warp.compose(r, init_u), iters
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "chunk", "composed"))
+def refine_batch(fixed, moving, init_u, cfg: ClassicConfig = ClassicConfig(), chunk: int | None = None,
+                 composed: bool = False):
+    """Instance refinement of given displacements `(B, *S, ndim)` px, no labels -> (u `(B, *S, ndim)`, iterations):
+    additive at the finest level (`register`'s `init_u`), or with `composed` by composition (`refine_composed`,
+    every level of `cfg`). `chunk`: as in `register_batch`."""
+    one = refine_composed if composed else (lambda f, m, u, c: register(f, m, c, init_u=u))
+    return chunks.map_pair_fn(lambda f, m, u: one(f, m, u, cfg), chunk, fixed, moving, init_u)

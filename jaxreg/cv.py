@@ -414,7 +414,7 @@ def classic_table(pairs: PairSet, cfg: classic.ClassicConfig, batch: int = 64):
     return evaluation.pair_table(pairs, u), seconds
 
 
-def _cached_table(path: pathlib.Path, compute):
+def cached_table(path: pathlib.Path, compute):
     """A pair table and its seconds a pair, from `path` (.npz) or computed and stored there (temp + rename)."""
     if path.is_file():
         with np.load(path) as z:
@@ -447,7 +447,7 @@ def select_classic(pairs: PairSet, workdir, candidates: dict | None = None, num_
     candidates = classic_grid() if candidates is None else candidates
     tables, seconds, out = {}, {}, {"candidates": {}}
     for name, cfg in candidates.items():
-        tables[name], seconds[name] = _cached_table(workdir / "candidates" / f"{name}.npz",
+        tables[name], seconds[name] = cached_table(workdir / "candidates" / f"{name}.npz",
                                                     lambda cfg=cfg: classic_table(pairs, cfg))
         res = evaluation.summarize(pairs, tables[name], seconds[name] * len(pairs), method=name)
         out["candidates"][name] = res
@@ -468,7 +468,7 @@ def select_classic(pairs: PairSet, workdir, candidates: dict | None = None, num_
     for peer in peers:
         if peer not in runs:
             raise ConfigError(f"unknown peer {peer!r}; known: {', '.join(runs)}")
-        table, sec = _cached_table(workdir / "peers" / f"{peer}.npz", runs[peer])
+        table, sec = cached_table(workdir / "peers" / f"{peer}.npz", runs[peer])
         r = evaluation.summarize(pairs, table, sec * len(pairs), method=peer)
         r["seconds_note"] = "wall seconds a pair, one thread"
         evaluation.write_results(workdir, r, pairs, table)
@@ -481,99 +481,3 @@ def _timed(run, pairs: PairSet):
     u = np.asarray(run())
     return evaluation.pair_table(pairs, u), (time.perf_counter() - t0) / max(len(pairs), 1)
 
-
-# The weight-conditioned network's setting chosen by CV: a setting that folds more than this (mean % of pixels) on
-# the other folds is not chosen. Half the 0.1 % target: choosing at the edge of the cap on the other folds would put
-# about half the test folds above it.
-HYPER_MAX_FOLDING_PERCENT = 0.05
-
-
-def hyper_weight_grid(train: TrainConfig, alpha_factors=(1.0, 0.3, 0.1, 0.03),
-                      beta_factors=(1.0, 3.0, 10.0, 30.0)) -> dict[str, dict]:
-    """The settings `select_hyper_weights` chooses among, `{name: {delta, alpha, beta}}` in flag units: alpha and
-    beta scaled around the recipe's (`train`) by the factors, delta the recipe's. The recipe's own ("a1_b1") first,
-    so a tie keeps it. (Table 1 on folds 7, 8 moved Dice by <= 0.4 points over delta's range, so delta stays.)"""
-    return {f"a{fa:g}_b{fb:g}": {"delta": train.delta, "alpha": train.alpha * fa, "beta": train.beta * fb}
-            for fa in alpha_factors for fb in beta_factors}
-
-
-def select_hyper_weights(root, pairs: PairSet, num_folds: int = 10, candidates: dict | None = None,
-                         data_dir: str | None = None, progress=print) -> dict:
-    """A weight-conditioned network's test-time setting chosen by patient-wise CV, from the finished folds of a CV
-    of it (`root/fold{k}`, e.g. `experiments.ablation --method hyper`'s WORKDIR/hyper).
-
-    Each finished fold's model scores its own test pairs at every candidate (default `hyper_weight_grid` of the
-    folds' recipe; tables cached in `root/fold{k}/weights/NAME.npz`); fold k is then scored with the candidate that
-    has the best mean Dice on the OTHER finished folds' pairs among those folding < `HYPER_MAX_FOLDING_PERCENT`
-    there (`jaxreg.selection`). No pair is scored with a setting chosen on its own patients; the other folds' models
-    were trained with fold k's patients, so the choice is not fully nested (docs/results.md says so). Writes
-    `root/results_network_cv_weights.json` and its pairs CSV (pooled over the finished folds' pairs).
-    `data_dir`: where `pairs` came from (for messages). Returns
-    `{"network_cv_weights": results, "centre": results of the recipe's setting on the same pairs, "candidates":
-    {name: pooled results}, "folds": [k, ...]}`.
-    """
-    root = pathlib.Path(root)
-    folds, exps = [], {}
-    for k in range(num_folds):
-        if finished_result(root / f"fold{k}", num_folds) is not None:
-            folds.append(k)
-            exps[k] = experiment_of(root / f"fold{k}", data_dir)
-    if not folds:
-        raise ConfigError(f"{root}: no finished fold of a {num_folds}-fold CV (fold0 .. fold{num_folds - 1})")
-    first = exps[folds[0]]
-    for k, exp in exps.items():
-        if not exp.train.conditioned:
-            raise ConfigError(f"{root / f'fold{k}'}: not a weight-conditioned network (--config hyper)")
-        if (exp.fold_seed, exp.train.delta, exp.train.alpha, exp.train.beta) != (
-                first.fold_seed, first.train.delta, first.train.alpha, first.train.beta):
-            raise ConfigError(f"{root / f'fold{k}'}: another split seed or recipe weights than fold {folds[0]}")
-    candidates = hyper_weight_grid(first.train) if candidates is None else candidates
-    names = list(candidates)
-    fold_of = selection.pair_folds(pairs, num_folds, first.fold_seed)
-    index = np.flatnonzero(np.isin(fold_of, folds))
-    sub = pairs.subset(index)
-    tables = {n: [np.zeros((len(sub), 3), np.float32), np.zeros((len(sub), 3), np.float32),
-                  np.zeros(len(sub), np.float32)] for n in names}
-    seconds = {n: 0.0 for n in names}
-    for k in folds:
-        fold_dir = root / f"fold{k}"
-        test = check_test_patients(fold_dir, exps[k], pairs)
-        rows = np.flatnonzero(fold_of[index] == k)
-        if not (np.array_equal(test.patient, sub.patient[rows]) and np.array_equal(test.slice_index,
-                                                                                    sub.slice_index[rows])):
-            raise ConfigError(f"{fold_dir}: its test pairs are not the split's fold {k} in order")
-        centre = {w: getattr(exps[k].train, w) for w in conditioning.WEIGHTS}
-        model = []  # loaded on the first uncached candidate
-
-        def compute(weights):
-            if not model:
-                model.extend(wd.load_trained(fold_dir, test.fixed.shape[1:]))
-            res, table = evaluation.evaluate(*model, test, ratios=conditioning.ratios_of(centre, **weights))
-            return table, res["seconds_per_pair"]
-
-        for n in names:
-            table, sec = _cached_table(fold_dir / "weights" / f"{n}.npz", lambda w=candidates[n]: compute(w))
-            for j in range(3):
-                tables[n][j][rows] = table[j]
-            seconds[n] += sec * len(rows)
-        progress(f"fold {k}: {len(names)} settings scored on {len(rows)} pairs")
-    tables = {n: tuple(t) for n, t in tables.items()}
-    chosen, pooled = selection.nested_choice(tables, fold_of[index], HYPER_MAX_FOLDING_PERCENT)
-    out = {"candidates": {n: evaluation.summarize(sub, tables[n], seconds[n], method=n) for n in names},
-           "folds": folds}
-    out["centre"] = out["candidates"][names[0]]
-    per_fold = {k: evaluation.summarize(sub.subset(fold_of[index] == k),
-                                        tuple(t[fold_of[index] == k] for t in pooled), 0.0)["dice_mean_after"]
-                for k in folds}
-    res = evaluation.summarize(sub, pooled, sum(seconds[chosen[k]] / len(sub) for k in fold_of[index]),
-                               method="network_cv_weights")
-    res.update(num_folds=num_folds, fold_seed=first.fold_seed, folds=folds, candidates=len(names),
-               chosen_per_fold={str(k): v for k, v in chosen.items()},
-               chosen_weights_per_fold={str(k): candidates[v] for k, v in chosen.items()},
-               dice_mean_after_per_fold={str(k): v for k, v in per_fold.items()},
-               chosen_on_all=selection.best(tables, None, HYPER_MAX_FOLDING_PERCENT),
-               max_folding_percent=HYPER_MAX_FOLDING_PERCENT, centre=names[0])
-    res["chosen_on_all_weights"] = candidates[res["chosen_on_all"]]
-    evaluation.write_results(root, res, sub, pooled)
-    out["network_cv_weights"] = res
-    return out

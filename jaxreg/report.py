@@ -139,3 +139,38 @@ def comparison_table(results: dict, seconds: bool = True) -> str:
                      + (f" | {results[names[0]]['seconds_per_pair'] / results[names[1]]['seconds_per_pair']:.2f}x |"
                         if diff else " |"))
     return "\n".join(lines) + "\n"
+
+
+def fold_choice_report(out: dict, method: str, title: str, reference: str, label: str) -> str:
+    """Markdown of a `jaxreg.fold_choice` result `out`: the choice per fold, its pooled result (`out[method]`)
+    beside `out[reference]` (headed `label`), every candidate's pooled numbers."""
+    res = out[method]
+    lines = [f"{title}: folds {','.join(map(str, out['folds']))} of {res['num_folds']} ({res['pairs']} pairs, "
+             f"{res['patients']} patients), {res['candidates']} candidates; admissible: folding < "
+             f"{res['max_folding_percent']} % on the other folds"
+             + (f"; the fastest within {100 * res['tolerance']:g} Dice points of the best there" if res.get("tolerance")
+                else "") + ".", "",
+             "Chosen per fold (on the other finished folds), and the fold's mean Dice with it: " + ", ".join(
+                 f"fold {k} {v} ({100 * res['dice_mean_after_per_fold'][k]:.1f} %)"
+                 for k, v in res["chosen_per_fold"].items()) + ".",
+             f"Chosen on all finished folds (the setting to use): {res['chosen_on_all']}.", "",
+             "Pooled over the finished folds' pairs (not a mean over folds):", "",
+             comparison_table({"chosen by CV": res, label: out[reference]}, seconds=False),
+             "Every candidate, pooled (for reading only: choosing on these would be choosing on the reported pairs):",
+             "", "| candidate | Dice % | folding % | ED->ES | ES->ED | apex | HCM | s / pair |", "|---|---|---|---|---|---|---|---|"]
+    for name, r in out["candidates"].items():
+        cells = [f"{100 * r[k]:.1f}" if k in r else "-" for k in (
+            "dice_mean_after_ed_to_es", "dice_mean_after_es_to_ed", "dice_mean_after_apex", "dice_mean_after_group_hcm")]
+        lines.append(f"| {name} | {100 * r['dice_mean_after']:.2f} | {r['folding_percent']:.4f} | "
+                     + " | ".join(cells) + f" | {r['seconds_per_pair']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(path, text: str) -> None:
+    """`text` to `path` through a temporary name and a rename: never half-written."""
+    import pathlib
+
+    path = pathlib.Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

@@ -32,9 +32,11 @@ def pair_scores(table) -> np.ndarray:
         return np.nanmean(np.asarray(table[1], float), axis=1)
 
 
-def best(tables: dict, mask: np.ndarray | None = None, max_folding_percent: float | None = None) -> str:
+def best(tables: dict, mask: np.ndarray | None = None, max_folding_percent: float | None = None,
+         costs: dict | None = None, tolerance: float = 0.0) -> str:
     """The candidate with the highest mean per-pair Dice over the pairs in `mask` (all by default) among those whose
-    folding there is below `max_folding_percent` (all of them if none is); ties: the first."""
+    folding there is below `max_folding_percent` (all of them if none is); ties: the first. With `costs` ({name:
+    e.g. seconds a pair}): the cheapest of those within `tolerance` (Dice, 0..1) of that highest mean instead."""
     means, ok = {}, {}
     for name, table in tables.items():
         s, f = pair_scores(table), np.asarray(table[2], float)
@@ -42,15 +44,19 @@ def best(tables: dict, mask: np.ndarray | None = None, max_folding_percent: floa
         means[name] = float(np.nanmean(s)) if np.isfinite(s).any() else -np.inf
         ok[name] = max_folding_percent is None or 100 * float(f.mean()) < max_folding_percent
     pool = [n for n in tables if ok[n]] or list(tables)
-    return max(pool, key=lambda n: (means[n], -list(tables).index(n)))
+    top = max(pool, key=lambda n: (means[n], -list(tables).index(n)))
+    if costs is None:
+        return top
+    near = [n for n in pool if means[n] >= means[top] - tolerance]
+    return min(near, key=lambda n: (costs[n], -means[n], list(tables).index(n)))
 
 
-def nested_choice(tables: dict, folds: np.ndarray, max_folding_percent: float | None = None
-                  ) -> tuple[dict[int, str], tuple]:
-    """({fold: candidate chosen on the other folds (`best`)}, the pooled table: each pair's row from its fold's
-    choice)."""
+def nested_choice(tables: dict, folds: np.ndarray, max_folding_percent: float | None = None,
+                  costs: dict | None = None, tolerance: float = 0.0) -> tuple[dict[int, str], tuple]:
+    """({fold: candidate chosen on the other folds (`best`, with `costs` and `tolerance`)}, the pooled table: each
+    pair's row from its fold's choice)."""
     names = list(tables)
-    chosen = {int(k): best(tables, folds != k, max_folding_percent) for k in np.unique(folds)}
+    chosen = {int(k): best(tables, folds != k, max_folding_percent, costs, tolerance) for k in np.unique(folds)}
     pick = np.array([names.index(chosen[int(k)]) for k in folds])
     pooled = tuple(np.stack([np.asarray(tables[n][j]) for n in names])[pick, np.arange(len(folds))]
                    for j in range(3))

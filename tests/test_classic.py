@@ -48,6 +48,34 @@ def test_refinement_starts_from_the_given_field():
     assert err < 0.5 * np.linalg.norm(ps.true_displacement, axis=-1)[heart].mean()
 
 
+def test_composed_refinement_from_zero_is_registration_and_moves_a_partial_field_toward_the_truth():
+    ps = phantom_pairs(3, seed=1, size=64)
+    cfg = classic.ClassicConfig(max_iters=(6, 4, 4))
+    zero = np.zeros_like(ps.true_displacement)
+    from_zero, it0 = classic.refine_batch(ps.fixed, ps.moving, zero, cfg, composed=True)
+    plain, it1 = classic.register_batch(ps.fixed, ps.moving, cfg)
+    np.testing.assert_allclose(from_zero, plain, atol=1e-5)  # warp by 0 is exact, compose(r, 0) = r
+    np.testing.assert_array_equal(it0, it1)
+    half = 0.5 * ps.true_displacement
+    heart = ps.fixed_labels > 0
+    u, iters = classic.refine_batch(ps.fixed, ps.moving, half, cfg, composed=True)
+    assert iters.shape == (3, 3)  # every level of cfg, not only the finest
+    err_half = np.linalg.norm(half - ps.true_displacement, axis=-1)[heart].mean()
+    err = np.linalg.norm(np.asarray(u) - ps.true_displacement, axis=-1)[heart].mean()
+    assert err < 0.7 * err_half
+    assert _label_dice(ps, u) > _label_dice(ps, half) + 0.01
+
+
+def test_composed_diffeomorphic_refinement_of_an_unfolded_field_does_not_fold():
+    ps = phantom_pairs(2, seed=2, size=64)
+    init = 0.6 * ps.true_displacement
+    assert float(jnp.max(jax.vmap(metrics.folding_fraction)(init))) == 0.0
+    soft = classic.ClassicConfig(alpha=0.01, levels=(2, 1), max_iters=(8, 8), diffeomorphic=4)
+    u, _ = classic.refine_batch(ps.fixed, ps.moving, init, soft, composed=True)
+    assert float(np.abs(np.asarray(u) - init).max()) > 0.3  # it moved
+    assert float(jnp.max(jax.vmap(metrics.folding_fraction)(u))) == 0.0
+
+
 def _label_dice(ps, u):
     warped = jax.vmap(lambda l, v: jnp.argmax(warp.warp_labels(l, v, 4), -1))(ps.moving_labels.astype(np.int32), u)
     return float(np.nanmean(np.asarray(jax.vmap(metrics.dice)(ps.fixed_labels, warped))))
@@ -85,9 +113,10 @@ def test_chunked_batches_register_each_pair_as_on_its_own(chunk):
         alone, _ = classic.register_batch(ps.fixed[i:i + 1], ps.moving[i:i + 1], cfg)
         np.testing.assert_allclose(chunked[i], alone[0], atol=2e-3)
     assert float(np.abs(chunked).max()) > 0.1  # the pairs did move
-    refined, _ = classic.refine_batch(ps.fixed, ps.moving, ps.true_displacement, cfg, chunk=chunk)
-    whole, _ = classic.refine_batch(ps.fixed, ps.moving, ps.true_displacement, cfg)
-    np.testing.assert_allclose(refined, whole, atol=2e-3)
+    for composed in (False, True):
+        refined, _ = classic.refine_batch(ps.fixed, ps.moving, ps.true_displacement, cfg, chunk, composed)
+        whole, _ = classic.refine_batch(ps.fixed, ps.moving, ps.true_displacement, cfg, None, composed)
+        np.testing.assert_allclose(refined, whole, atol=2e-3)
 
 
 @pytest.mark.parametrize("kwargs,match", [

@@ -210,6 +210,7 @@ def test_fold_status_reads_the_workdir(tmp_path):
     ("train", "--data_dir"), ("cross_validate", "--data_dir"), ("ablation", "--data_dir"),
     ("data_summary", "--data_dir"), ("loss_scales", "--data_dir"), ("classic_cv", "--data_dir"),
     ("evaluate", "--workdir"), ("figures", "--workdir"), ("hyper_weights", "--workdir"),
+    ("refine_cv", "--workdir"),
 ])
 def test_bad_path_is_a_one_line_error_in_every_entry_point(tmp_path, module, flag):
     cmd = [sys.executable, "-m", f"experiments.{module}", flag, str(tmp_path / "nope")]

@@ -175,12 +175,12 @@ def test_hyper_fold_scores_every_setting_and_resumes(tmp_path):
             exp.train, model=dataclasses.replace(exp.train.model, condition_features=0))), chosen, tmp_path / "x")
 
 
-def test_hyper_weights_chosen_on_the_other_folds_score_each_fold_and_resume(tmp_path, monkeypatch):
+def test_weights_and_refinement_chosen_on_the_other_folds_score_each_fold_and_resume(tmp_path, monkeypatch):
     import subprocess
     import sys
 
     from experiments.configs import tiny
-    from jaxreg import evaluation, selection
+    from jaxreg import evaluation, fold_choice
     from jaxreg.errors import ConfigError
     from jaxreg.training import workdir as wd
 
@@ -189,13 +189,13 @@ def test_hyper_weights_chosen_on_the_other_folds_score_each_fold_and_resume(tmp_
         exp.train, epochs=1, model=dataclasses.replace(exp.train.model, condition_features=8)))
     pairs = cv.load_pairs(exp)
     with pytest.raises(ConfigError, match="no finished fold"):
-        cv.select_hyper_weights(tmp_path, pairs, 2)
+        fold_choice.select_hyper_weights(tmp_path, pairs, 2)
     for k in (0, 1):
         cv.run_fold(dataclasses.replace(exp, fold=k), tmp_path / f"fold{k}", pairs, progress=False)
     cands = {"recipe": {"delta": exp.train.delta, "alpha": exp.train.alpha, "beta": exp.train.beta},
              "soft": {"delta": exp.train.delta, "alpha": exp.train.alpha * 0.01, "beta": exp.train.beta * 100},
              "stiff": {"delta": exp.train.delta, "alpha": exp.train.alpha * 100, "beta": 0.0}}
-    out = cv.select_hyper_weights(tmp_path, pairs, 2, cands, progress=lambda *_: None)
+    out = fold_choice.select_hyper_weights(tmp_path, pairs, 2, cands, progress=lambda *_: None)
     res = out["network_cv_weights"]
     assert out["folds"] == [0, 1] and res["pairs"] == len(pairs)
     # the recipe's setting is what each fold's own evaluation (results.json) gave
@@ -203,20 +203,7 @@ def test_hyper_weights_chosen_on_the_other_folds_score_each_fold_and_resume(tmp_
         table = np.load(tmp_path / f"fold{k}" / "weights" / "recipe.npz")
         assert np.nanmean(np.nanmean(table["after"], 1)) == pytest.approx(
             json.loads((tmp_path / f"fold{k}" / "results.json").read_text())["dice_mean_after"], abs=1e-6)
-    # each fold is scored with the best setting on the OTHER fold (a naive recomputation from the cached tables)
-    fold_of = selection.pair_folds(pairs, 2, exp.fold_seed)
-    for k in (0, 1):
-        other = 1 - k
-        scores = {}
-        for name in cands:
-            t = np.load(tmp_path / f"fold{other}" / "weights" / f"{name}.npz")
-            ok = 100 * t["folding"].mean() < cv.HYPER_MAX_FOLDING_PERCENT
-            scores[name] = (ok, np.nanmean(np.nanmean(t["after"], 1)))
-        pool = [n for n in cands if scores[n][0]] or list(cands)
-        assert res["chosen_per_fold"][str(k)] == max(pool, key=lambda n: scores[n][1])
-        mine = np.load(tmp_path / f"fold{k}" / "weights" / f"{res['chosen_per_fold'][str(k)]}.npz")
-        assert res["dice_mean_after_per_fold"][str(k)] == pytest.approx(
-            np.nanmean(np.nanmean(mine["after"], 1)), abs=1e-6)
+    _check_nested_choice(tmp_path, "weights", cands, res)
     # a hundredth of the curvature weight and 100x the label weight folds at least as much as 100x the curvature weight
     assert out["candidates"]["stiff"]["folding_percent"] <= out["candidates"]["soft"]["folding_percent"]
     pooled = np.loadtxt(tmp_path / "pairs_network_cv_weights.csv", delimiter=",", skiprows=1,
@@ -227,7 +214,7 @@ def test_hyper_weights_chosen_on_the_other_folds_score_each_fold_and_resume(tmp_
         raise AssertionError("a cached setting was scored again")
 
     monkeypatch.setattr(wd, "load_trained", no_model)
-    again = cv.select_hyper_weights(tmp_path, pairs, 2, cands, progress=lambda *_: None)
+    again = fold_choice.select_hyper_weights(tmp_path, pairs, 2, cands, progress=lambda *_: None)
     assert again["network_cv_weights"]["dice_mean_after"] == res["dice_mean_after"]
     monkeypatch.undo()
     # the entry point writes the report; an unconditioned CV is a one-line error
@@ -243,3 +230,49 @@ def test_hyper_weights_chosen_on_the_other_folds_score_each_fold_and_resume(tmp_
     bad = subprocess.run(cmd[:4] + [str(plain)] + cmd[5:], cwd=root, capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "weight-conditioned" in bad.stderr
     assert evaluation.results_path(tmp_path, "network_cv_weights").is_file()
+    # the refinement chosen on the other fold, from the same fold models (at the recipe's weights)
+    from jaxreg import classic
+
+    refines = {"additive": (classic.ClassicConfig(max_iters=(2, 2, 2)), False),
+               "composed": (classic.ClassicConfig(alpha=0.5, levels=(1,), max_iters=(3,)), True)}
+    ref = fold_choice.select_refinement(tmp_path, pairs, 2, refines, progress=lambda *_: None)
+    _check_nested_choice(tmp_path, "refine", refines, ref["refine_cv"], fold_choice.REFINE_TOLERANCE)
+    for k in (0, 1):  # the network alone is each fold's own evaluation
+        table = np.load(tmp_path / f"fold{k}" / "refine" / "network.npz")
+        assert np.nanmean(np.nanmean(table["after"], 1)) == pytest.approx(
+            json.loads((tmp_path / f"fold{k}" / "results.json").read_text())["dice_mean_after"], abs=1e-6)
+    assert ref["network"]["dice_mean_after"] == pytest.approx(out["candidates"]["recipe"]["dice_mean_after"], abs=1e-6)
+    assert ref["refine_cv"]["dice_mean_after"] != ref["network"]["dice_mean_after"]  # the refinement moved fields
+    with pytest.raises(ConfigError, match="network"):
+        fold_choice.select_refinement(tmp_path, pairs, 2, {"network": refines["additive"]}, progress=lambda *_: None)
+    cmd = [sys.executable, "-m", "experiments.refine_cv", "--workdir", str(tmp_path), "--num_folds", "2",
+           "--candidates", "additive_default,composed_a2_it20"]
+    run = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    text = (tmp_path / "refine_cv.md").read_text()
+    assert "| composed_a2_it20 |" in text and "network alone" in text and "composed_a0.5_l2" not in text
+    bad = subprocess.run(cmd[:-1] + ["composed_a7"], cwd=root, capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "composed_a7" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _check_nested_choice(root, cache, cands, res, tolerance=None):
+    """Each of 2 folds is scored with the best candidate on the OTHER fold, or with `tolerance` the fastest within
+    it of the best (naive, from the cached tables and their seconds a pair)."""
+    from jaxreg import fold_choice
+
+    tables = {(k, n): np.load(root / f"fold{k}" / cache / f"{n}.npz") for k in (0, 1) for n in cands}
+    cost = {n: sum(float(tables[k, n]["seconds"]) * len(tables[k, n]["folding"]) for k in (0, 1)) for n in cands}
+    for k in (0, 1):
+        scores = {}
+        for name in cands:
+            t = tables[1 - k, name]
+            ok = 100 * t["folding"].mean() < fold_choice.MAX_FOLDING_PERCENT
+            scores[name] = (ok, np.nanmean(np.nanmean(t["after"], 1)))
+        pool = [n for n in cands if scores[n][0]] or list(cands)
+        want = max(pool, key=lambda n: scores[n][1])
+        if tolerance is not None:
+            want = min((n for n in pool if scores[n][1] >= scores[want][1] - tolerance), key=cost.get)
+        assert res["chosen_per_fold"][str(k)] == want
+        mine = np.load(root / f"fold{k}" / cache / f"{res['chosen_per_fold'][str(k)]}.npz")
+        assert res["dice_mean_after_per_fold"][str(k)] == pytest.approx(
+            np.nanmean(np.nanmean(mine["after"], 1)), abs=1e-6)

@@ -97,3 +97,16 @@ def test_select_classic_scores_each_fold_with_the_other_folds_choice_and_resumes
     assert again["classic_cv"]["dice_mean_after"] == res["dice_mean_after"]
     with pytest.raises(ConfigError, match="unknown peer"):
         cv.select_classic(pairs, tmp_path, cands, num_folds=5, peers=("elastix",), progress=lambda *_: None)
+
+
+@given(st.integers(0, 2**31 - 1), st.floats(0.0, 0.2))
+def test_with_costs_the_cheapest_within_tolerance_of_the_best_is_chosen(seed, tol):
+    rng = np.random.default_rng(seed)
+    tables = {f"c{i}": _table(rng, 30) for i in range(5)}
+    costs = {n: float(c) for n, c in zip(tables, rng.uniform(0, 1, 5))}
+    means = {n: np.nanmean([np.nanmean(r) for r in t[1] if np.isfinite(r).any()]) for n, t in tables.items()}
+    top = max(means.values())
+    want = min((n for n in tables if means[n] >= top - tol), key=lambda n: costs[n])  # naive
+    assert selection.best(tables, costs=costs, tolerance=tol) == want
+    assert selection.best(tables, costs=costs, tolerance=0.0) == max(means, key=means.get)
+    assert selection.best(tables, costs=costs, tolerance=1.0) == min(costs, key=costs.get)

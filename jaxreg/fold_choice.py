@@ -1,0 +1,225 @@
+"""Test-time settings of a trained network chosen by patient-wise CV, from the fold models of a CV of it.
+
+A CV (`experiments.cross_validate`, or `experiments.ablation --method hyper`) leaves one trained model per fold in
+`root/fold{k}`, each trained on the other folds' patients. Here each finished fold's model scores its own test
+pairs under every candidate setting (a weight-conditioned network's loss weights, `select_hyper_weights`; the
+instance refinement applied to its field, `select_refinement`); fold k is then scored with the candidate that has
+the best mean Dice on the OTHER finished folds' pairs among those folding less than `MAX_FOLDING_PERCENT` there
+(`jaxreg.selection`). No pair is scored with a setting chosen on its own patients. The choice is not fully nested:
+the other folds' models were trained with fold k's patients (docs/results.md says so beside the numbers).
+Candidate tables are cached in `root/fold{k}/<cache>/NAME.npz`, so a rerun (or a CV with more folds finished)
+scores only what is new.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import time
+
+import jax
+import numpy as np
+
+from jaxreg import classic, conditioning, cv, evaluation, selection
+from jaxreg.data.pairs import PairSet
+from jaxreg.errors import ConfigError
+from jaxreg.runtime import chunks
+from jaxreg.training import TrainConfig
+from jaxreg.training import workdir as wd
+
+# A candidate that folds more than this (mean % of pixels) on the other folds is not chosen: half of the 0.1 %
+# target, since a choice at the edge of the cap on the other folds would put about half the test folds above it.
+MAX_FOLDING_PERCENT = 0.05
+# Refinements within this much mean Dice (0.1 points) of the best on the other folds count as equal and the
+# fastest of them is chosen: on folds 7, 8 every composed refinement scored 88.04-88.07 % at 0.044-0.244 s a pair,
+# differences far below the fold-to-fold and seed spread.
+REFINE_TOLERANCE = 0.001
+
+
+def hyper_weight_grid(train: TrainConfig, alpha_factors=(1.0, 0.3, 0.1, 0.03),
+                      beta_factors=(1.0, 3.0, 10.0, 30.0)) -> dict[str, dict]:
+    """`select_hyper_weights`' candidates `{name: {delta, alpha, beta}}` in flag units: alpha and beta scaled around
+    the recipe's (`train`) by the factors, delta the recipe's (Table 1 on folds 7, 8 moved Dice by <= 0.4 points
+    over delta's range). The recipe's own setting ("a1_b1") first, so a tie keeps it."""
+    return {f"a{fa:g}_b{fb:g}": {"delta": train.delta, "alpha": train.alpha * fa, "beta": train.beta * fb}
+            for fa in alpha_factors for fb in beta_factors}
+
+
+def refine_grid() -> dict[str, tuple[classic.ClassicConfig, bool]]:
+    """`select_refinement`'s candidates `{name: (ClassicConfig, composed)}` (`classic.refine_batch`): today's
+    additive refinement (`ClassicConfig()`, what `jaxreg register --method refine` runs) first, then refinement by
+    composition (`classic.refine_composed`) at the finest level with curvature weights 2 .. 0.25 and 20 or 40
+    L-BFGS iterations, on two levels, and as a diffeomorphism (4 squarings)."""
+    C = classic.ClassicConfig
+    out = {"additive_default": (C(), False)}
+    for alpha in (2.0, 1.0, 0.5, 0.25):
+        out[f"composed_a{alpha:g}_it20"] = (C(alpha=alpha, levels=(1,), max_iters=(20,)), True)
+    out["composed_a0.5_it40"] = (C(alpha=0.5, levels=(1,), max_iters=(40,)), True)
+    out["composed_a0.5_l2"] = (C(alpha=0.5, levels=(2, 1), max_iters=(20, 20)), True)
+    out["composed_a0.25_ss4"] = (C(alpha=0.25, levels=(1,), max_iters=(40,), diffeomorphic=4), True)
+    return out
+
+
+def first_fold_experiment(root, num_folds: int, data_dir: str | None = None):
+    """(root as a Path, the ExperimentConfig of its first finished fold); ConfigError where root or a finished
+    fold is missing."""
+    root = pathlib.Path(root)
+    if not root.is_dir():
+        raise ConfigError(f"{root}: the CV folder (--workdir) does not exist")
+    folds = [k for k in range(num_folds) if cv.finished_result(root / f"fold{k}", num_folds) is not None]
+    if not folds:
+        raise ConfigError(f"{root}: no finished fold of a {num_folds}-fold CV (fold0 .. fold{num_folds - 1})")
+    return root, cv.experiment_of(root / f"fold{folds[0]}", data_dir)
+
+
+def fold_tables(root, pairs: PairSet, num_folds: int, candidates: dict, score, cache: str,
+                data_dir: str | None = None, check=None, progress=print) -> dict:
+    """Every candidate's pair table on every finished fold's test pairs, pooled in `pairs`' order.
+
+    `score(fold_dir, exp, test, candidate) -> (table, seconds a pair)` computes one (cached in
+    `root/fold{k}/<cache>/NAME.npz`); `check(fold_dir, exp)` may refuse a fold (ConfigError). Returns
+    `{"folds": [k...], "pairs": the pooled PairSet, "fold_of": (N,) fold per pooled pair, "tables": {name:
+    table}, "seconds": {name: seconds a pair}, "exp": the first fold's ExperimentConfig}`.
+    """
+    root = pathlib.Path(root)
+    folds = [k for k in range(num_folds) if cv.finished_result(root / f"fold{k}", num_folds) is not None]
+    if not folds:
+        raise ConfigError(f"{root}: no finished fold of a {num_folds}-fold CV (fold0 .. fold{num_folds - 1})")
+    exps = {k: cv.experiment_of(root / f"fold{k}", data_dir) for k in folds}
+    first = exps[folds[0]]
+    for k, exp in exps.items():
+        if exp.fold_seed != first.fold_seed:
+            raise ConfigError(f"{root / f'fold{k}'}: split seed {exp.fold_seed}, fold {folds[0]} has "
+                              f"{first.fold_seed}")
+        if check is not None:
+            check(root / f"fold{k}", exp)
+    names = list(candidates)
+    fold_all = selection.pair_folds(pairs, num_folds, first.fold_seed)
+    index = np.flatnonzero(np.isin(fold_all, folds))
+    sub, fold_of = pairs.subset(index), fold_all[index]
+    tables = {n: [np.zeros((len(sub), 3), np.float32), np.zeros((len(sub), 3), np.float32),
+                  np.zeros(len(sub), np.float32)] for n in names}
+    seconds = {n: 0.0 for n in names}
+    for k in folds:
+        fold_dir = root / f"fold{k}"
+        test = cv.check_test_patients(fold_dir, exps[k], pairs)
+        rows = np.flatnonzero(fold_of == k)
+        if not (np.array_equal(test.patient, sub.patient[rows])
+                and np.array_equal(test.slice_index, sub.slice_index[rows])):
+            raise ConfigError(f"{fold_dir}: its test pairs are not the split's fold {k} in order")
+        for n in names:
+            table, sec = cv.cached_table(fold_dir / cache / f"{n}.npz",
+                                         lambda c=candidates[n]: score(fold_dir, exps[k], test, c))
+            for j in range(3):
+                tables[n][j][rows] = table[j]
+            seconds[n] += sec * len(rows) / len(sub)
+        progress(f"fold {k}: {len(names)} candidates scored on {len(rows)} pairs")
+    return {"folds": folds, "pairs": sub, "fold_of": fold_of, "tables": {n: tuple(t) for n, t in tables.items()},
+            "seconds": seconds, "exp": first}
+
+
+def choose(root, scored: dict, method: str, num_folds: int, tolerance: float | None = None) -> dict:
+    """The nested choice over `fold_tables`' result: fold k scored with the candidate best on the other folds
+    (with `tolerance`: the fastest within it of the best, `selection.best`).
+    Writes `root/results_{method}.json` and `pairs_{method}.csv` (pooled over the finished folds' pairs); returns
+    `{method: results, "first": the first candidate's pooled results, "candidates": {name: pooled results},
+    "folds": [k...]}`."""
+    tables, sub, fold_of, seconds = scored["tables"], scored["pairs"], scored["fold_of"], scored["seconds"]
+    names = list(tables)
+    costs = None if tolerance is None else seconds
+    chosen, pooled = selection.nested_choice(tables, fold_of, MAX_FOLDING_PERCENT, costs, tolerance or 0.0)
+    out = {"candidates": {n: evaluation.summarize(sub, tables[n], seconds[n] * len(sub), method=n) for n in names},
+           "folds": scored["folds"]}
+    out["first"] = out["candidates"][names[0]]
+    per_fold = {}
+    for k in scored["folds"]:
+        mask = fold_of == k
+        per_fold[str(k)] = evaluation.summarize(sub.subset(np.flatnonzero(mask)), tuple(t[mask] for t in pooled),
+                                                0.0)["dice_mean_after"]
+    spent = sum(seconds[chosen[int(k)]] for k in fold_of) / max(len(fold_of), 1) * len(sub)
+    res = evaluation.summarize(sub, pooled, spent, method=method)
+    res.update(num_folds=num_folds, fold_seed=scored["exp"].fold_seed, folds=scored["folds"], candidates=len(names),
+               chosen_per_fold={str(k): v for k, v in chosen.items()}, dice_mean_after_per_fold=per_fold,
+               chosen_on_all=selection.best(tables, None, MAX_FOLDING_PERCENT, costs, tolerance or 0.0),
+               max_folding_percent=MAX_FOLDING_PERCENT, first_candidate=names[0], tolerance=tolerance)
+    evaluation.write_results(root, res, sub, pooled)
+    out[method] = res
+    return out
+
+
+def _conditioned(fold_dir, exp):
+    if not exp.train.conditioned:
+        raise ConfigError(f"{fold_dir}: not a weight-conditioned network (--config hyper)")
+
+
+def _without(scored: dict, name: str) -> dict:
+    return scored | {"tables": {n: t for n, t in scored["tables"].items() if n != name},
+                     "seconds": {n: t for n, t in scored["seconds"].items() if n != name}}
+
+
+def select_hyper_weights(root, pairs: PairSet, num_folds: int = 10, candidates: dict | None = None,
+                         data_dir: str | None = None, progress=print) -> dict:
+    """A weight-conditioned network's test-time loss weights chosen by CV (module docstring) among `candidates`
+    `{name: {delta, alpha, beta}}` (default `hyper_weight_grid` of the folds' recipe; the first is the reference).
+    Cache `root/fold{k}/weights/`; writes `root/results_network_cv_weights.json`. Returns `choose`'s dict with
+    `"network_cv_weights"` (plus `chosen_on_all_weights`, `chosen_weights_per_fold`)."""
+    centre, model = {}, {}
+
+    def check(fold_dir, exp):
+        _conditioned(fold_dir, exp)
+        weights = {w: getattr(exp.train, w) for w in conditioning.WEIGHTS}
+        if centre and weights != centre:
+            raise ConfigError(f"{fold_dir}: recipe weights {weights}, the first fold's {centre}")
+        centre.update(weights)
+
+    def score(fold_dir, exp, test, weights):
+        if fold_dir not in model:  # one fold's model at a time, loaded on its first uncached candidate
+            model.clear()
+            model[fold_dir] = wd.load_trained(fold_dir, test.fixed.shape[1:])
+        res, table = evaluation.evaluate(*model[fold_dir], test, ratios=conditioning.ratios_of(centre, **weights))
+        return table, res["seconds_per_pair"]
+
+    if candidates is None:  # around the recipe of the first finished fold
+        candidates = hyper_weight_grid(first_fold_experiment(root, num_folds, data_dir)[1].train)
+    scored = fold_tables(root, pairs, num_folds, candidates, score, "weights", data_dir, check, progress)
+    out = choose(root, scored, "network_cv_weights", num_folds)
+    res = out["network_cv_weights"]
+    res["chosen_on_all_weights"] = candidates[res["chosen_on_all"]]
+    res["chosen_weights_per_fold"] = {k: candidates[v] for k, v in res["chosen_per_fold"].items()}
+    evaluation.write_results(root, res)
+    return out
+
+
+def select_refinement(root, pairs: PairSet, num_folds: int = 10, candidates: dict | None = None,
+                      data_dir: str | None = None, progress=print) -> dict:
+    """The instance refinement of a network's field chosen by CV (module docstring; the fastest within
+    `REFINE_TOLERANCE` of the best) among `candidates` `{name:
+    (ClassicConfig, composed)}` (default `refine_grid()`; the first is the reference), each applied to the fold
+    model's field (at the recipe's weights for a weight-conditioned network), no labels. Cache
+    `root/fold{k}/refine/` (the network alone as `network.npz`); writes `root/results_refine_cv.json`. Seconds: the
+    refinement's wall seconds a pair after compilation (pair by pair on a CPU), the network's excluded. Returns
+    `choose`'s dict with `"refine_cv"`, and `"network"`: the network alone, pooled over the same pairs."""
+    fields = {}
+
+    def score(fold_dir, exp, test, candidate):
+        if fold_dir not in fields:  # one fold's fields at a time
+            fields.clear()
+            fields[fold_dir] = cv.predict_test_pairs(fold_dir, pairs, exp)[1]
+        u_net = fields[fold_dir]
+        if candidate is None:
+            return evaluation.pair_table(test, u_net), 0.0
+        cfg, composed = candidate
+        chunk = chunks.pair_chunk(kind="solver")
+        jax.block_until_ready(classic.refine_batch(test.fixed[:1], test.moving[:1], u_net[:1], cfg, chunk,
+                                                   composed))  # compile
+        t0 = time.perf_counter()
+        u = np.asarray(classic.refine_batch(test.fixed, test.moving, u_net, cfg, chunk, composed)[0])
+        return evaluation.pair_table(test, u), (time.perf_counter() - t0) / max(len(test), 1)
+
+    candidates = refine_grid() if candidates is None else candidates
+    if "network" in candidates:
+        raise ConfigError("a refinement candidate may not be called 'network' (the network alone)")
+    scored = fold_tables(root, pairs, num_folds, {"network": None, **candidates}, score, "refine", data_dir, None,
+                         progress)
+    out = choose(root, _without(scored, "network"), "refine_cv", num_folds, REFINE_TOLERANCE)
+    out["network"] = evaluation.summarize(scored["pairs"], scored["tables"]["network"], 0.0)
+    return out
