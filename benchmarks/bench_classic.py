@@ -9,7 +9,7 @@ runs batched (vmap) on whatever cores XLA sees: pin the process (`taskset -c 0`)
     pip install -e ".[bench]"
     python benchmarks/bench_classic.py --data_dir ../shared/data/acdc/training [--pairs 200] [--json out.json]
         [--classic a0.5_e0.1_it80_l3]     # a setting of jaxreg.cv.classic_grid (default: ClassicConfig())
-        [--refine]     # also time `jaxreg register --method refine`'s work: the shipped network, then refine_batch
+        [--refine]     # also the shipped network, + `jaxreg register --method refine`'s refinement, + the additive one
     taskset -c 0 python benchmarks/bench_classic.py ...   # one core each: seconds a pair = CPU seconds a pair
 """
 
@@ -30,11 +30,13 @@ def _score(pairs, u, t0, method):
 
 
 def _refine_rows(pairs, batch):
-    """(name, summary) rows of the shipped network and network + refine_batch, each timed after its compilation."""
+    """(name, summary) rows of the shipped network, network + the refinement `jaxreg register --method refine` runs
+    (`classic.REFINE_CHOICE` by composition) and network + the additive refinement (`ClassicConfig()`), each timed
+    after its compilation."""
     import jaxreg
     from jaxreg.runtime import chunks
 
-    model, cfg, chunk = jaxreg.load_model(), classic.ClassicConfig(), chunks.pair_chunk(kind="solver")
+    model, chunk = jaxreg.load_model(), chunks.pair_chunk(kind="solver")
     n = len(pairs)
     pad = (-n) % batch
     fix = np.concatenate([pairs.fixed, pairs.fixed[:pad]])
@@ -44,15 +46,20 @@ def _refine_rows(pairs, batch):
     t0 = time.perf_counter()
     u_net = [np.asarray(model(fix[s], mov[s])) for s in slices]
     t_net = time.perf_counter() - t0
-    jax.block_until_ready(classic.refine_batch(fix[:batch], mov[:batch], u_net[0], cfg, chunk))
-    t0 = time.perf_counter()
-    u_ref = [np.asarray(classic.refine_batch(fix[s], mov[s], u, cfg, chunk)[0]) for s, u in zip(slices, u_net)]
-    t_ref = time.perf_counter() - t0
     net = evaluation.summarize(pairs, evaluation.pair_table(pairs, np.concatenate(u_net)[:n]), t_net * n / len(fix),
                                "network")
-    ref = evaluation.summarize(pairs, evaluation.pair_table(pairs, np.concatenate(u_ref)[:n]),
-                               (t_net + t_ref) * n / len(fix), "refine")
-    return [("shipped network (trained on these patients)", net), ("shipped network + refine_batch", ref)]
+    rows = [("shipped network (trained on these patients)", net)]
+    for name, method, cfg, composed in (
+            ("+ refine_batch(REFINE_CHOICE, composed=True): --method refine", "refine", classic.REFINE_CHOICE, True),
+            ("+ refine_batch(ClassicConfig()): additive", "refine_additive", classic.ClassicConfig(), False)):
+        jax.block_until_ready(classic.refine_batch(fix[:batch], mov[:batch], u_net[0], cfg, chunk, composed))
+        t0 = time.perf_counter()
+        u_ref = [np.asarray(classic.refine_batch(fix[s], mov[s], u, cfg, chunk, composed)[0])
+                 for s, u in zip(slices, u_net)]
+        t_ref = time.perf_counter() - t0
+        rows.append((f"shipped network {name}", evaluation.summarize(
+            pairs, evaluation.pair_table(pairs, np.concatenate(u_ref)[:n]), (t_net + t_ref) * n / len(fix), method)))
+    return rows
 
 
 def main():
@@ -64,9 +71,10 @@ def main():
     ap.add_argument("--json", help="write {method: summary} here")
     ap.add_argument("--classic", default=None, help="a setting name of jaxreg.cv.classic_grid (default: the "
                     "ClassicConfig() defaults)")
-    ap.add_argument("--refine", action="store_true", help="also time the shipped network and its refinement by "
-                    "classic.refine_batch (ClassicConfig(), what `jaxreg register --method refine` runs); its Dice is "
-                    "on the shipped model's own training patients, so only the seconds a pair mean anything")
+    ap.add_argument("--refine", action="store_true", help="also time the shipped network and its refinements by "
+                    "classic.refine_batch (REFINE_CHOICE by composition, what `jaxreg register --method refine` runs, "
+                    "and the additive ClassicConfig()); their Dice is on the shipped model's own training patients, "
+                    "so only the seconds a pair and the difference between the refinements mean anything")
     args = ap.parse_args()
     grid = cv.classic_grid()
     if args.classic is not None and args.classic not in grid:

@@ -26,7 +26,8 @@ flags.DEFINE_bool("status", False, "Print each fold's state (finished, epoch rea
 flags.DEFINE_integer("workers", 1, "Train the unfinished folds in this many processes at once, each pinned to its "
                      "own share of the CPUs (logs in WORKDIR/workerK.log); on few cores, XLA:CPU trains more steps "
                      "per second this way than one process on all cores.")
-flags.DEFINE_bool("baselines", False, "Also score jaxreg.classic and network + instance refinement (no labels) on each "
+flags.DEFINE_bool("baselines", False, "Also score jaxreg.classic and network + additive instance refinement "
+                  "(ClassicConfig(), no labels; experiments.refine_cv chooses and scores the CLI's refinement) on each "
                   "fold's test pairs (results_classic.json, results_refine.json in the fold's workdir; folds that have "
                   "them are skipped); the aggregate reports every method that all --folds have.")
 flags.DEFINE_bool("peers", False, "With --baselines, also the peer methods (jaxreg.peers: SimpleITK's multi-resolution "

@@ -65,8 +65,13 @@ class ClassicConfig:
 
 # The setting patient-wise CV chose among `jaxreg.cv.classic_grid()` ("a0.1_e0.1_it80_l3_ss4", every fold):
 # 84.4 % mean Dice against 82.9 % for multi-resolution demons on ACDC, no folding (docs/results.md). What
-# `jaxreg register --method classic` runs; `ClassicConfig()` stays the cheap setting refinement uses.
+# `jaxreg register --method classic` runs; `ClassicConfig()` stays the cheap setting the CV's baselines use.
 CV_CHOICE = ClassicConfig(alpha=0.1, epsilon=0.1, max_iters=(80, 40, 40), diffeomorphic=4)
+# The refinement patient-wise CV chose on a network's fold models ("composed_a1_it20" of
+# `jaxreg.fold_choice.refine_grid`; `experiments.refine_cv`, docs/results.md): `refine_composed` with this setting,
+# the finest level only. What `jaxreg register --method refine` runs: `refine_batch(..., REFINE_CHOICE,
+# composed=True)`.
+REFINE_CHOICE = ClassicConfig(alpha=1.0, levels=(1,), max_iters=(20,))
 
 
 def _minimise(fun, x0, max_iters: int, rtol: float):

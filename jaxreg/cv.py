@@ -247,7 +247,9 @@ def predict_test_pairs(workdir, pairs: PairSet, exp: ExperimentConfig | None = N
     return test, evaluation.predict(trainer, params, test.fixed, test.moving)
 
 
-BASELINES = ("classic", "refine")  # methods scored beside the network on a fold's test pairs (no labels used)
+# methods scored beside the network on a fold's test pairs (no labels used): refine is the additive refinement with
+# ClassicConfig() (the CLI's refinement by composition is chosen and scored by `jaxreg.fold_choice.select_refinement`)
+BASELINES = ("classic", "refine")
 PEERS = ("demons",)  # peer methods scored with them on request (SimpleITK: the bench extra)
 
 
