@@ -59,16 +59,22 @@ def refine_grid() -> dict[str, tuple[classic.ClassicConfig, bool]]:
     return out
 
 
-def first_fold_experiment(root, num_folds: int, data_dir: str | None = None):
-    """(root as a Path, the ExperimentConfig of its first finished fold); ConfigError where root or a finished
-    fold is missing."""
+def finished_folds(root, num_folds: int) -> list[int]:
+    """The folds k with a finished result in `root/fold{k}` (`cv.finished_result`); ConfigError where there is
+    none (or no folder `root`)."""
     root = pathlib.Path(root)
     if not root.is_dir():
         raise ConfigError(f"{root}: the CV folder (--workdir) does not exist")
     folds = [k for k in range(num_folds) if cv.finished_result(root / f"fold{k}", num_folds) is not None]
     if not folds:
         raise ConfigError(f"{root}: no finished fold of a {num_folds}-fold CV (fold0 .. fold{num_folds - 1})")
-    return root, cv.experiment_of(root / f"fold{folds[0]}", data_dir)
+    return folds
+
+
+def first_fold_experiment(root, num_folds: int, data_dir: str | None = None):
+    """(root as a Path, the ExperimentConfig of its first finished fold)."""
+    root = pathlib.Path(root)
+    return root, cv.experiment_of(root / f"fold{finished_folds(root, num_folds)[0]}", data_dir)
 
 
 def fold_tables(root, pairs: PairSet, num_folds: int, candidates: dict, score, cache: str,
@@ -81,9 +87,7 @@ def fold_tables(root, pairs: PairSet, num_folds: int, candidates: dict, score, c
     table}, "seconds": {name: seconds a pair}, "exp": the first fold's ExperimentConfig}`.
     """
     root = pathlib.Path(root)
-    folds = [k for k in range(num_folds) if cv.finished_result(root / f"fold{k}", num_folds) is not None]
-    if not folds:
-        raise ConfigError(f"{root}: no finished fold of a {num_folds}-fold CV (fold0 .. fold{num_folds - 1})")
+    folds = finished_folds(root, num_folds)
     exps = {k: cv.experiment_of(root / f"fold{k}", data_dir) for k in folds}
     first = exps[folds[0]]
     for k, exp in exps.items():
@@ -117,9 +121,10 @@ def fold_tables(root, pairs: PairSet, num_folds: int, candidates: dict, score, c
             "seconds": seconds, "exp": first}
 
 
-def choose(root, scored: dict, method: str, num_folds: int, tolerance: float | None = None) -> dict:
+def choose(root, scored: dict, method: str, num_folds: int, tolerance: float | None = None, annotate=None) -> dict:
     """The nested choice over `fold_tables`' result: fold k scored with the candidate best on the other folds
-    (with `tolerance`: the fastest within it of the best, `selection.best`).
+    (with `tolerance`: the fastest within it of the best, `selection.best`). `annotate(results) -> dict` adds
+    entries to the results before they are written.
     Writes `root/results_{method}.json` and `pairs_{method}.csv` (pooled over the finished folds' pairs); returns
     `{method: results, "first": the first candidate's pooled results, "candidates": {name: pooled results},
     "folds": [k...]}`."""
@@ -135,12 +140,13 @@ def choose(root, scored: dict, method: str, num_folds: int, tolerance: float | N
         mask = fold_of == k
         per_fold[str(k)] = evaluation.summarize(sub.subset(np.flatnonzero(mask)), tuple(t[mask] for t in pooled),
                                                 0.0)["dice_mean_after"]
-    spent = sum(seconds[chosen[int(k)]] for k in fold_of) / max(len(fold_of), 1) * len(sub)
+    spent = float(sum(seconds[chosen[int(k)]] for k in fold_of))  # each pair at its fold's choice's seconds a pair
     res = evaluation.summarize(sub, pooled, spent, method=method)
     res.update(num_folds=num_folds, fold_seed=scored["exp"].fold_seed, folds=scored["folds"], candidates=len(names),
                chosen_per_fold={str(k): v for k, v in chosen.items()}, dice_mean_after_per_fold=per_fold,
                chosen_on_all=selection.best(tables, None, MAX_FOLDING_PERCENT, costs, tolerance or 0.0),
                max_folding_percent=MAX_FOLDING_PERCENT, first_candidate=names[0], tolerance=tolerance)
+    res.update(annotate(res) if annotate else {})
     evaluation.write_results(root, res, sub, pooled)
     out[method] = res
     return out
@@ -181,12 +187,9 @@ def select_hyper_weights(root, pairs: PairSet, num_folds: int = 10, candidates: 
     if candidates is None:  # around the recipe of the first finished fold
         candidates = hyper_weight_grid(first_fold_experiment(root, num_folds, data_dir)[1].train)
     scored = fold_tables(root, pairs, num_folds, candidates, score, "weights", data_dir, check, progress)
-    out = choose(root, scored, "network_cv_weights", num_folds)
-    res = out["network_cv_weights"]
-    res["chosen_on_all_weights"] = candidates[res["chosen_on_all"]]
-    res["chosen_weights_per_fold"] = {k: candidates[v] for k, v in res["chosen_per_fold"].items()}
-    evaluation.write_results(root, res)
-    return out
+    return choose(root, scored, "network_cv_weights", num_folds, annotate=lambda res: {
+        "chosen_on_all_weights": candidates[res["chosen_on_all"]],
+        "chosen_weights_per_fold": {k: candidates[v] for k, v in res["chosen_per_fold"].items()}})
 
 
 def select_refinement(root, pairs: PairSet, num_folds: int = 10, candidates: dict | None = None,
