@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pathlib
 
 import numpy as np
 
@@ -148,8 +149,8 @@ def fold_choice_report(out: dict, method: str, title: str, reference: str, label
     lines = [f"{title}: folds {','.join(map(str, out['folds']))} of {res['num_folds']} ({res['pairs']} pairs, "
              f"{res['patients']} patients), {res['candidates']} candidates; admissible: folding < "
              f"{res['max_folding_percent']} % on the other folds"
-             + (f"; the fastest within {100 * res['tolerance']:g} Dice points of the best there" if res.get("tolerance")
-                else "") + ".", "",
+             + (f"; the fastest within {100 * res['tolerance']:g} Dice points of the best there"
+                if res.get("tolerance") else "") + ".", "",
              "Chosen per fold (on the other finished folds), and the fold's mean Dice with it: " + ", ".join(
                  f"fold {k} {v} ({100 * res['dice_mean_after_per_fold'][k]:.1f} %)"
                  for k, v in res["chosen_per_fold"].items()) + ".",
@@ -157,10 +158,10 @@ def fold_choice_report(out: dict, method: str, title: str, reference: str, label
              "Pooled over the finished folds' pairs (not a mean over folds):", "",
              comparison_table({"chosen by CV": res, label: out[reference]}, seconds=False),
              "Every candidate, pooled (for reading only: choosing on these would be choosing on the reported pairs):",
-             "", "| candidate | Dice % | folding % | ED->ES | ES->ED | apex | HCM | s / pair |", "|---|---|---|---|---|---|---|---|"]
+             "", "| candidate | Dice % | folding % | ED->ES | ES->ED | apex | HCM | s / pair |", "|---" * 8 + "|"]
     for name, r in out["candidates"].items():
-        cells = [f"{100 * r[k]:.1f}" if k in r else "-" for k in (
-            "dice_mean_after_ed_to_es", "dice_mean_after_es_to_ed", "dice_mean_after_apex", "dice_mean_after_group_hcm")]
+        cells = [f"{100 * r[k]:.1f}" if k in r else "-" for k in ("dice_mean_after_ed_to_es", "dice_mean_after_es_to_ed",
+                                                                   "dice_mean_after_apex", "dice_mean_after_group_hcm")]
         lines.append(f"| {name} | {100 * r['dice_mean_after']:.2f} | {r['folding_percent']:.4f} | "
                      + " | ".join(cells) + f" | {r['seconds_per_pair']:.4f} |")
     return "\n".join(lines) + "\n"
@@ -168,8 +169,6 @@ def fold_choice_report(out: dict, method: str, title: str, reference: str, label
 
 def write_markdown(path, text: str) -> None:
     """`text` to `path` through a temporary name and a rename: never half-written."""
-    import pathlib
-
     path = pathlib.Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
