@@ -68,8 +68,9 @@ class ClassicConfig:
 # `jaxreg register --method classic` runs; `ClassicConfig()` stays the cheap setting the CV's baselines use.
 CV_CHOICE = ClassicConfig(alpha=0.1, epsilon=0.1, max_iters=(80, 40, 40), diffeomorphic=4)
 # The refinement patient-wise CV chose on a network's fold models ("composed_a1_it20" of
-# `jaxreg.fold_choice.refine_grid`; `experiments.refine_cv`, docs/results.md): `refine_composed` with this setting,
-# the finest level only. What `jaxreg register --method refine` runs: `refine_batch(..., REFINE_CHOICE,
+# `jaxreg.fold_choice.refine_grid`; `experiments.refine_cv`, docs/results.md; with compile-free times the tie-break
+# now picks alpha 0.5, 0.02 points higher, the same within noise): `refine_composed` with this setting, the finest
+# level only. What `jaxreg register --method refine` runs: `refine_batch(..., REFINE_CHOICE,
 # composed=True)`.
 REFINE_CHOICE = ClassicConfig(alpha=1.0, levels=(1,), max_iters=(20,))
 

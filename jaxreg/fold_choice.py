@@ -14,9 +14,7 @@ scores only what is new.
 from __future__ import annotations
 
 import pathlib
-import time
 
-import jax
 import numpy as np
 
 from jaxreg import classic, conditioning, cv, evaluation, selection
@@ -31,7 +29,7 @@ from jaxreg.training import workdir as wd
 MAX_FOLDING_PERCENT = 0.05
 # Refinements within this much mean Dice (0.1 points) of the best on the other folds count as equal and the
 # fastest of them is chosen: on the hyper recipe's folds 0, 7, 8 the composed refinements scored 87.14-87.29 % at
-# 0.043-0.252 s a pair, differences below the fold-to-fold and seed spread.
+# 0.016-0.242 s a pair, differences below the fold-to-fold and seed spread.
 REFINE_TOLERANCE = 0.001
 
 
@@ -45,8 +43,8 @@ def hyper_weight_grid(train: TrainConfig, alpha_factors=(1.0, 0.3, 0.1, 0.03),
 
 
 def refine_grid() -> dict[str, tuple[classic.ClassicConfig, bool]]:
-    """`select_refinement`'s candidates `{name: (ClassicConfig, composed)}` (`classic.refine_batch`): today's
-    additive refinement (`ClassicConfig()`, what `jaxreg register --method refine` runs) first, then refinement by
+    """`select_refinement`'s candidates `{name: (ClassicConfig, composed)}` (`classic.refine_batch`): the additive
+    refinement (`ClassicConfig()`, the CV's `--baselines` refine and the CLI's before the composed one) first, then by
     composition (`classic.refine_composed`) at the finest level with curvature weights 2 .. 0.25 and 20 or 40
     L-BFGS iterations, on two levels, and as a diffeomorphism (4 squarings)."""
     C = classic.ClassicConfig
@@ -212,11 +210,9 @@ def select_refinement(root, pairs: PairSet, num_folds: int = 10, candidates: dic
             return evaluation.pair_table(test, u_net), 0.0
         cfg, composed = candidate
         chunk = chunks.pair_chunk(kind="solver")
-        jax.block_until_ready(classic.refine_batch(test.fixed[:1], test.moving[:1], u_net[:1], cfg, chunk,
-                                                   composed))  # compile
-        t0 = time.perf_counter()
-        u = np.asarray(classic.refine_batch(test.fixed, test.moving, u_net, cfg, chunk, composed)[0])
-        return evaluation.pair_table(test, u), (time.perf_counter() - t0) / max(len(test), 1)
+        u, seconds = cv.timed_batches(lambda f, m, v: classic.refine_batch(f, m, v, cfg, chunk, composed),
+                                      (test.fixed, test.moving, u_net))
+        return evaluation.pair_table(test, u), seconds
 
     candidates = refine_grid() if candidates is None else candidates
     if "network" in candidates:
