@@ -102,7 +102,7 @@ def main(argv):
             for j, names in enumerate(parts):
                 path = root / "population" / (tag + (f"_part{j}" if len(parts) > 1 else ""))
                 done = {n: _read(path / n / "results.json") for n in names}
-                if any(v is None for v in done.values()):
+                if any(v is None or "objective" not in v for v in done.values()):  # older records: rescored
                     pairs = cv.load_pairs(exp) if pairs is None else pairs
                     done = cv.run_population_fold(fold_exp, {n: _seeded(grid[n], s) for n in names}, path, pairs,
                                                   progress=FLAGS.progress, chunk_steps=FLAGS.chunk_steps,

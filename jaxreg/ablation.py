@@ -45,9 +45,11 @@ def cell(name: str, term: str) -> tuple[str, str]:
 
 
 def summarize_cells(results: dict[str, list[dict]]) -> dict:
-    """{setting: {"dice": mean, "dice_std", "folding", "folding_std", "runs", "seed_std"}} over the runs (folds x
-    seeds) of each setting (results.json dicts). "seed_std": the Dice std over seeds within a fold, averaged over
-    the folds with 2 or more seeds (None when none has): the spread that is seed noise, not fold difficulty."""
+    """{setting: {"dice": mean, "dice_std", "folding", "folding_std", "runs", "seed_std", "objectives"}} over the
+    runs (folds x seeds) of each setting (results.json dicts). "seed_std": the Dice std over seeds within a fold,
+    averaged over the folds with 2 or more seeds (None when none has): the spread that is seed noise, not fold
+    difficulty. "objectives": {"fold<K>_seed<S>": the training objective at the setting's weights on the test
+    pairs} for the runs whose record has it (`evaluation.evaluate`'s `objective_weights`)."""
     out = {}
     for name, runs in results.items():
         if not runs:
@@ -60,17 +62,30 @@ def summarize_cells(results: dict[str, list[dict]]) -> dict:
         spreads = [float(np.std(v)) for v in by_fold.values() if len(v) > 1]
         out[name] = {"dice": float(d.mean()), "dice_std": float(d.std()), "folding": float(f.mean()),
                      "folding_std": float(f.std()), "runs": len(runs),
-                     "seed_std": float(np.mean(spreads)) if spreads else None}
+                     "seed_std": float(np.mean(spreads)) if spreads else None,
+                     "objectives": {f"fold{r.get('fold')}_seed{r.get('seed')}": float(r["objective"])
+                                    for r in runs if "objective" in r}}
     return out
+
+
+def objective_ratio(a: dict, b: dict) -> float | None:
+    """Geometric mean over the runs (fold, seed) both cells have of a's training objective over b's at the cell's
+    weights (`summarize_cells`' "objectives"); < 1: a minimises the objective both were trained on further. None
+    without a common run."""
+    oa, ob = a.get("objectives", {}), b.get("objectives", {})
+    r = [oa[k] / ob[k] for k in oa if k in ob and oa[k] > 0 and ob[k] > 0]
+    return float(np.exp(np.mean(np.log(r)))) if r else None
 
 
 def agreement(a: dict, b: dict) -> dict:
     """Two methods' cells (`summarize_cells`) on the settings both have: {"settings", "dice_diff": {setting: a - b},
-    "mean_diff", "mean_abs_diff", "max_abs_diff"} in Dice fractions (issue 21: |a - b| <= 0.01 on average)."""
+    "mean_diff", "mean_abs_diff", "max_abs_diff"} in Dice fractions (issue 21: |a - b| <= 0.01 on average), and
+    "objective_ratio": {setting: `objective_ratio(a, b)`}."""
     common = [n for n in a if n in b]
     diff = {n: a[n]["dice"] - b[n]["dice"] for n in common}
     v = np.array(list(diff.values()), float)
     return {"settings": len(common), "dice_diff": diff,
+            "objective_ratio": {n: objective_ratio(a[n], b[n]) for n in common},
             "mean_diff": float(v.mean()) if len(v) else None,
             "mean_abs_diff": float(np.abs(v).mean()) if len(v) else None,
             "max_abs_diff": float(np.abs(v).max()) if len(v) else None}
@@ -84,15 +99,25 @@ def agreement_table(a_name: str, a: dict, b_name: str, b: dict) -> str:
         return "-" if x is None else f"{100 * x:.1f}"
 
     lines = [f"{a_name} against {b_name}: Dice % per setting (mean over folds x seeds), difference, seed std "
-             f"(within a fold)", "", f"| setting | {a_name} | {b_name} | difference | seed std {a_name} | "
-             f"seed std {b_name} |", "|---|---|---|---|---|---|"]
+             f"(within a fold); objective {a_name} / {b_name}: the training objective at the setting's weights on "
+             f"the test pairs, {a_name}'s over {b_name}'s (geometric mean over the runs; < 1: {a_name} minimises it "
+             f"further)", "", f"| setting | {a_name} | {b_name} | difference | seed std {a_name} | "
+             f"seed std {b_name} | objective {a_name} / {b_name} |", "|---|---|---|---|---|---|---|"]
+    ratios = agree["objective_ratio"]
     for n, d in agree["dice_diff"].items():
+        ratio = "-" if ratios[n] is None else f"{ratios[n]:.3f}"
         lines.append(f"| {n} | {pct(a[n]['dice'])} | {pct(b[n]['dice'])} | {100 * d:+.1f} | "
-                     f"{pct(a[n].get('seed_std'))} | {pct(b[n].get('seed_std'))} |")
+                     f"{pct(a[n].get('seed_std'))} | {pct(b[n].get('seed_std'))} | {ratio} |")
     if agree["settings"]:
         lines.append(f"\nOver {agree['settings']} settings: mean difference {100 * agree['mean_diff']:+.2f}, mean "
                      f"|difference| {100 * agree['mean_abs_diff']:.2f}, largest {100 * agree['max_abs_diff']:.2f} "
                      f"Dice points.")
+        known = [n for n, r in ratios.items() if r is not None]
+        if known:
+            lower = [n for n in known if ratios[n] < 1]
+            lines.append(f"{a_name} reaches the lower objective at {len(lower)} of {len(known)} settings"
+                         + (f"; {b_name} at: {', '.join(n for n in known if n not in lower)}." if len(lower) <
+                            len(known) else "."))
     return "\n".join(lines) + "\n"
 
 

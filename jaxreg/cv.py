@@ -104,9 +104,10 @@ def run_fold(exp: ExperimentConfig, workdir, pairs: PairSet | None = None, progr
     train_pairs, test_pairs = split(exp, pairs)
     with _claimed_workdir(workdir, identity(exp, train_pairs, test_pairs)) as workdir:
         trainer, state = loop.train_locked(exp.train, train_pairs, workdir, progress, chunk_steps=chunk_steps)
-        res, table = evaluation.evaluate(trainer, state["params"], test_pairs)
+        res, table = evaluation.evaluate(trainer, state["params"], test_pairs,
+                                         objective_weights={w: getattr(exp.train, w) for w in conditioning.WEIGHTS})
         res.update(fold=exp.fold, num_folds=exp.num_folds, train_pairs=len(train_pairs),
-                   data=exp.data_dir or "phantom", test_is_training=exp.num_folds == 1)
+                   data=exp.data_dir or "phantom", test_is_training=exp.num_folds == 1, seed=exp.train.seed)
         evaluation.write_results(workdir, res, test_pairs, table)
     return res
 
@@ -115,7 +116,8 @@ def run_population_fold(exp: ExperimentConfig, members: dict, workdir, pairs: Pa
                         progress: bool = True, chunk_steps: int | None = None,
                         member_chunk: int | None = None) -> dict:
     """`run_fold` for a population: the `{name: TrainConfig}` members trained at once (`train_population`) on fold
-    `exp.fold`, each scored on the test patients; returns `{name: results}`, written to `workdir/<name>/results.json`.
+    `exp.fold`, each scored on the test patients (with the training objective at its weights); returns `{name:
+    results}`, written to `workdir/<name>/results.json`. A finished population is scored again, not retrained.
     """
     exp.validate()
     configs = loop.population_configs(list(members.values()))
@@ -127,7 +129,8 @@ def run_population_fold(exp: ExperimentConfig, members: dict, workdir, pairs: Pa
                                                                chunk_steps, member_chunk)
         for k, name in enumerate(members):
             params = jax.tree.map(lambda x: x[k], states["params"])
-            res, table = evaluation.evaluate(trainer, params, test_pairs)
+            res, table = evaluation.evaluate(trainer, params, test_pairs, objective_weights={
+                w: getattr(configs[k], w) for w in conditioning.WEIGHTS})
             res.update(fold=exp.fold, num_folds=exp.num_folds, train_pairs=len(train_pairs),
                        data=exp.data_dir or "phantom", member=k, setting=name, frozen=not bool(active[k]),
                        **{w: getattr(configs[k], w) for w in ("delta", "alpha", "beta", "seed")})
@@ -141,7 +144,8 @@ def run_hyper_fold(exp: ExperimentConfig, settings: dict, workdir, pairs: PairSe
     """A weight-conditioned network (`exp.train.conditioned`) trained once on fold `exp.fold` (`run_fold`,
     resumable), then scored on the test patients at every setting: `settings` is `{name: TrainConfig}` differing
     from `exp.train` only in delta, alpha, beta. Returns `{name: results}`, written to `workdir/<name>/results.json`
-    (a finished setting is read back, not recomputed)."""
+    with the training objective at the setting's weights (`evaluation.evaluate`'s `objective_weights`; a finished
+    setting is read back, not recomputed, unless its record predates that)."""
     if not exp.train.conditioned:
         raise ConfigError("a weight-conditioned run needs model.condition_features > 0 (--config hyper)")
     pairs = load_pairs(exp) if pairs is None else pairs
@@ -155,10 +159,11 @@ def run_hyper_fold(exp: ExperimentConfig, settings: dict, workdir, pairs: PairSe
         path = evaluation.results_path(pathlib.Path(workdir) / name)
         weights = {w: getattr(cfg, w) for w in conditioning.WEIGHTS}
         done = wd.read_json(path, "results") if path.is_file() else None
-        if done is None or any(done.get(w) != v for w, v in weights.items()):
+        if done is None or "objective" not in done or any(done.get(w) != v for w, v in weights.items()):
             if trainer is None:
                 trainer, params = wd.load_trained(workdir, test.fixed.shape[1:])
-            res, table = evaluation.evaluate(trainer, params, test, ratios=conditioning.ratios_of(centre, **weights))
+            res, table = evaluation.evaluate(trainer, params, test, ratios=conditioning.ratios_of(centre, **weights),
+                                             objective_weights=weights)
             res.update(fold=exp.fold, num_folds=exp.num_folds, train_pairs=n_train,
                        data=exp.data_dir or "phantom", setting=name, seed=exp.train.seed, **weights)
             evaluation.write_results(pathlib.Path(workdir) / name, res, test, table)

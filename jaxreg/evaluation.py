@@ -3,7 +3,8 @@
 `write_results` is the ONE writer of a workdir's `results.json` / `results_{method}.json` and `pairs_{method}.csv`.
 Summary keys: `dice_{LV,RV,MYO,mean}_{before,after}`, subgroup means `dice_mean_{before,after}_{key}` for the
 direction (`ed_to_es`, `es_to_ed`), slice region (`base`, `mid`, `apex`: `PairSet.slice_region`) and pathology group
-(`group_dcm`, ...), `folding_percent[_{key}]`, `pairs_with_folding`, `seconds_per_pair`, `pairs_per_second`.
+(`group_dcm`, ...), `folding_percent[_{key}]`, `pairs_with_folding`, `seconds_per_pair`, `pairs_per_second`;
+an ablation's runs add `objective` and `objective_{ngf,curvature,label}` (`evaluate(..., objective_weights=...)`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxreg import metrics, warp
+from jaxreg import metrics, objective, warp
 from jaxreg.data.pairs import PairSet
 from jaxreg.report import json_safe
 from jaxreg.training.step import NUM_CLASSES, Trainer
@@ -91,15 +92,51 @@ def summarize(pairs: PairSet, table, seconds: float, method: str = "network") ->
     return res
 
 
-def evaluate(trainer: Trainer, params, pairs: PairSet, batch_size: int = 64, method: str = "network", ratios=None):
+def objective_terms(trainer: Trainer, params, pairs: PairSet, batch_size: int = 64, ratios=None) -> dict:
+    """The training objective's unweighted terms per pair `{ngf, curvature, label: (N,)}` on `pairs` as they are
+    (no augmentation), summed over the levels (`Trainer.terms`; `ratios` as in `predict`), batched and padded."""
+    n = len(pairs)
+    bs = min(batch_size, max(n, 1))
+    out = []
+    for s in range(0, n, bs):
+        arrays = [pairs.fixed[s:s + bs], pairs.moving[s:s + bs], pairs.fixed_labels[s:s + bs].astype(np.int32),
+                  pairs.moving_labels[s:s + bs].astype(np.int32)]
+        pad = bs - len(arrays[0])
+        if pad:
+            arrays = [np.concatenate([a, np.zeros((pad,) + a.shape[1:], a.dtype)]) for a in arrays]
+        f, m, fl, ml = arrays
+        onehot = lambda x: jax.nn.one_hot(x, NUM_CLASSES, dtype=jnp.float32)  # noqa: E731
+        t = trainer.eval_terms(params, jnp.asarray(f, jnp.float32), jnp.asarray(m, jnp.float32), onehot(fl),
+                               onehot(ml), ratios)
+        out.append({k: np.asarray(v)[: bs - pad] for k, v in t.items()})
+    return {k: np.concatenate([o[k] for o in out]) if out else np.zeros((0,), np.float32) for k in objective.TERMS}
+
+
+def objective_summary(terms: dict, delta: float, alpha: float, beta: float, curvature_scale: float) -> dict:
+    """`objective`: the mean over pairs of delta * ngf + alpha * curvature_scale * curvature + beta * label
+    (`objective.combine`) for `objective_terms`' per-pair terms; `objective_{ngf,curvature,label}`: the unweighted
+    terms' means."""
+    w = objective.weights(delta, alpha, beta, curvature_scale)
+    res = {"objective": float(np.mean(np.asarray(objective.combine(terms, w))))}
+    res.update({f"objective_{k}": float(np.mean(v)) for k, v in terms.items()})
+    return res
+
+
+def evaluate(trainer: Trainer, params, pairs: PairSet, batch_size: int = 64, method: str = "network", ratios=None,
+             objective_weights: dict | None = None):
     """(summary, table) of the network on `pairs` (at `ratios`, see `predict`); the timing excludes compilation
-    (one warm-up batch first)."""
+    (one warm-up batch first). With `objective_weights` `{delta, alpha, beta}` (flag units) the summary also holds
+    the training objective at those weights on the pairs (`objective_summary`; the network at `ratios`)."""
     predict(trainer, params, pairs.fixed[:batch_size], pairs.moving[:batch_size], batch_size, ratios)  # compile
     t0 = time.perf_counter()
     u = predict(trainer, params, pairs.fixed, pairs.moving, batch_size, ratios)
     seconds = time.perf_counter() - t0
     table = pair_table(pairs, u)
-    return summarize(pairs, table, seconds, method), table
+    res = summarize(pairs, table, seconds, method)
+    if objective_weights is not None:
+        terms = objective_terms(trainer, params, pairs, batch_size, ratios)
+        res.update(objective_summary(terms, **objective_weights, curvature_scale=trainer.cfg.curvature_scale))
+    return res, table
 
 
 def results_path(workdir, method: str = "network") -> pathlib.Path:

@@ -53,7 +53,7 @@ def format_results(res: dict) -> str:
 def aggregate(results: list[dict]) -> dict:
     """Mean and std over folds of every numeric entry that all folds report (older results may lack newer keys)."""
     keys = [k for k, v in results[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-            and k not in ("fold", "num_folds")
+            and k not in ("fold", "num_folds", "seed")
             and all(k in r for r in results)]
     out = {"folds": [r.get("fold") for r in results]}
     for k in keys:

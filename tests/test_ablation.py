@@ -33,6 +33,25 @@ def test_agreement_is_the_mean_and_largest_difference_over_shared_settings():
     assert agree["mean_diff"] == pytest.approx(-0.005) and agree["mean_abs_diff"] == pytest.approx(0.015)
     assert agree["max_abs_diff"] == pytest.approx(0.02)
     text = ablation.agreement_table("hyper", a, "population", b)
-    assert "| alpha_x10 | 84.0 | 86.0 | -2.0 | - | - |" in text
+    assert "| alpha_x10 | 84.0 | 86.0 | -2.0 | - | - | - |" in text  # no objectives recorded: no ratio
     assert "mean |difference| 1.50, largest 2.00" in text
     assert ablation.agreement(a, {})["mean_abs_diff"] is None
+
+
+def test_objective_ratio_is_the_geometric_mean_over_common_runs_and_the_table_names_the_lower():
+    def obj(fold, seed, dice, value):
+        return _run(fold, seed, dice) | {"objective": value}
+
+    hyper = ablation.summarize_cells({"opt": [obj(7, 0, 0.85, 100.0), obj(8, 0, 0.86, 200.0), obj(9, 0, 0.8, 5.0)],
+                                      "alpha_x100": [obj(7, 0, 0.78, 130.0)], "beta_x0": [_run(7, 0, 0.8)]})
+    members = ablation.summarize_cells({"opt": [obj(7, 0, 0.84, 400.0), obj(8, 0, 0.86, 50.0)],
+                                        "alpha_x100": [obj(7, 0, 0.74, 100.0)], "beta_x0": [_run(7, 0, 0.75)]})
+    assert hyper["opt"]["objectives"] == {"fold7_seed0": 100.0, "fold8_seed0": 200.0, "fold9_seed0": 5.0}
+    # fold 9 has no member run: left out; ratios 0.25 and 4 -> geometric mean 1 (the arithmetic mean would be 2.1)
+    assert ablation.objective_ratio(hyper["opt"], members["opt"]) == pytest.approx(1.0)
+    agree = ablation.agreement(hyper, members)
+    assert agree["objective_ratio"]["alpha_x100"] == pytest.approx(1.3)
+    assert agree["objective_ratio"]["beta_x0"] is None  # records without the objective
+    text = ablation.agreement_table("hyper", hyper, "population", members)
+    assert "| alpha_x100 | 78.0 | 74.0 | +4.0 | - | - | 1.300 |" in text
+    assert "hyper reaches the lower objective at 0 of 2 settings; population at: opt, alpha_x100." in text

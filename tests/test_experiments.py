@@ -263,6 +263,8 @@ def test_ablation_hyper_trains_once_and_scores_every_setting_beside_other_method
     text = (tmp_path / "ablation.md").read_text()
     assert "method hyper" in text and "method single" in text
     assert "hyper against single" in text and "| opt |" in text and "Over 1 settings" in text
+    # both scored the training objective at opt on the same fold and seed: its ratio stands in the table
+    assert "reaches the lower objective at" in text and "of 1 settings" in text
     assert (tmp_path / "ablation.png").stat().st_size > 10_000
 
 

@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from jaxreg import ablation, cli, conditioning, cv, losses
+from jaxreg import ablation, cli, conditioning, cv, evaluation, losses
 from jaxreg.data import phantom_pairs
 from jaxreg.inference import load_model
 from jaxreg.models import RegNet
@@ -78,6 +78,28 @@ def test_hyper_loss_at_the_centre_is_the_plain_loss(pairs):
     w = loss_weights(cfg)
     expect = 0.01 * (w["ngf"] * terms["ngf"] + w["label"] * terms["label"]) + w["curvature"] * terms["curvature"]
     np.testing.assert_allclose(scaled, expect, rtol=1e-5)
+
+
+def test_scored_objective_is_the_training_loss_at_the_weights(trained, pairs):
+    """`evaluation.evaluate(..., objective_weights=...)`, batched with padding, equals `loss_fn` on the whole set
+    without augmentation, times the per-sample scale the conditioned loss divides by; and it needs no retrace."""
+    cfg, trainer, params, _ = trained
+    test = pairs.subset(np.arange(5))
+    f, m = jnp.asarray(test.fixed), jnp.asarray(test.moving)
+    oh = lambda x: jax.nn.one_hot(jnp.asarray(x, jnp.int32), 4)  # noqa: E731
+    loss = jax.jit(lambda p, b: loss_fn(p, trainer.model, b, loss_weights(cfg), cfg))
+    for weights in ({"delta": cfg.delta, "alpha": cfg.alpha, "beta": cfg.beta},
+                    {"delta": cfg.delta, "alpha": 100 * cfg.alpha, "beta": 0.0}):
+        ratios = conditioning.ratios_of({k: getattr(cfg, k) for k in weights}, **weights)
+        res, _ = evaluation.evaluate(trainer, params, test, batch_size=2, ratios=ratios, objective_weights=weights)
+        batch = (f, m, oh(test.fixed_labels), oh(test.moving_labels), jnp.broadcast_to(ratios, (5, 3)))
+        want, terms = loss(params, batch)
+        want = want * conditioning.loss_scale(ratios, cfg.hyper_range)
+        assert res["objective"] == pytest.approx(float(want), rel=1e-4)
+        for k in ("ngf", "curvature", "label"):
+            assert res[f"objective_{k}"] == pytest.approx(float(terms[k]), rel=1e-4)
+    assert res["objective_label"] > 0 and res["objective_curvature"] > 0
+    assert trainer.eval_terms._cache_size() == 1  # new weights are data: one program
 
 
 def test_the_trained_field_follows_the_weights(trained, pairs):
@@ -168,6 +190,14 @@ def test_hyper_fold_scores_every_setting_and_resumes(tmp_path):
         assert stored["beta"] == chosen[name].beta and 0 <= stored["dice_mean_after"] <= 1
     assert out["opt"]["dice_mean_after"] == pytest.approx(
         json.loads((tmp_path / "results.json").read_text())["dice_mean_after"], abs=1e-6)
+    alpha_x100 = out["alpha_x100"]  # the objective at the setting's own weights: alpha x100 weighs the curvature
+    np.testing.assert_allclose(alpha_x100["objective"], sum(
+        w * alpha_x100[f"objective_{k}"] for k, w in (("ngf", exp.train.delta), ("curvature", 100 * exp.train.alpha
+                                                      * exp.train.curvature_scale), ("label", exp.train.beta))),
+        rtol=1e-5)
+    assert out["beta_x0"]["objective"] == pytest.approx(
+        out["beta_x0"]["objective_ngf"] * exp.train.delta
+        + out["beta_x0"]["objective_curvature"] * exp.train.alpha * exp.train.curvature_scale, rel=1e-5)
     again = cv.run_hyper_fold(exp, chosen, tmp_path)  # read back, nothing retrained or rescored
     assert again == {n: json.loads((tmp_path / n / "results.json").read_text()) for n in chosen}
     with pytest.raises(Exception, match="condition_features"):

@@ -4,6 +4,7 @@
     step(state, fixed, moving, fixed_labels, moving_labels, key, deform, weights) -> (state, metrics)
     run_steps(state, data, index, deform, keys, valid, weights)  # a chunk of steps, one host read
     fields(params, fixed, moving) -> u `(B, *S, nd)` pixels (inference, chunked on CPU)
+    terms(params, fixed, moving, fixed_onehot, moving_onehot) -> the objective's per-pair terms (scoring)
 and their population forms over P members stacked on a leading axis (`population_run_steps`). Loss weights are
 arrays (`objective.weights`), so one compiled program serves every (delta, alpha, beta).
 
@@ -156,6 +157,7 @@ class Trainer:
         self.replicated = NamedSharding(self.mesh, P())
         self.step = jax.jit(self._step, donate_argnums=(0,))
         self.eval_fields = jax.jit(self.fields)
+        self.eval_terms = jax.jit(self.terms)
         # scan: one program a chunk; dispatch: one program a step (gather + augment + step), or for a population
         # one batch program a step and one program a member (group) step
         self._scan_steps = jax.jit(self._run_steps, donate_argnums=(0,))
@@ -311,6 +313,21 @@ class Trainer:
             return jax.shard_map(chunked, mesh=self.mesh, in_specs=(P(), P("data"), P("data"), P("data")),
                                  out_specs=P("data"))(params, fixed, moving, condition)
         return chunked(params, fixed, moving, condition)
+
+    def terms(self, params, fixed, moving, fixed_onehot, moving_onehot, ratios=None):
+        """The training objective's unweighted per-pair terms `{ngf, curvature, label: (B,)}` summed over the levels
+        (`objective.multilevel_sample_terms`, no augmentation) for `(B, *S)` images and one-hot labels `(B, *S, C)`;
+        `ratios` as in `fields`. Weighted by `objective.weights` they give the loss the network was trained on."""
+        if not self.cfg.conditioned and ratios is not None:
+            raise ValueError("this network is not weight-conditioned: it takes no loss weights")
+        condition = None
+        if self.cfg.conditioned:
+            ratios = jnp.ones((3,), jnp.float32) if ratios is None else jnp.asarray(ratios, jnp.float32)
+            condition = jnp.broadcast_to(conditioning.encode(ratios), (fixed.shape[0], conditioning.FEATURES))
+        fields = dense_fields(self.model.apply(params, fixed, moving, condition), fixed.shape[1:], self.cfg.model)
+        return objective.multilevel_sample_terms(fields, fixed, moving, fixed_onehot, moving_onehot,
+                                                 self.cfg.model.level_factors, self.cfg.level_weights,
+                                                 self.cfg.epsilon, self.cfg.squared_ngf)
 
     def upload(self, *arrays):
         """Arrays put once on every device (the training set of a device-resident loop)."""
