@@ -4,7 +4,8 @@
 Summary keys: `dice_{LV,RV,MYO,mean}_{before,after}`, subgroup means `dice_mean_{before,after}_{key}` for the
 direction (`ed_to_es`, `es_to_ed`), slice region (`base`, `mid`, `apex`: `PairSet.slice_region`) and pathology group
 (`group_dcm`, ...), `folding_percent[_{key}]`, `pairs_with_folding`, `seconds_per_pair`, `pairs_per_second`;
-an ablation's runs add `objective` and `objective_{ngf,curvature,label}` (`evaluate(..., objective_weights=...)`).
+the runs `jaxreg.cv` trains add `objective` and `objective_{ngf,curvature,label}` (`evaluate(...,
+objective_weights=...)`).
 """
 
 from __future__ import annotations
