@@ -32,19 +32,23 @@ def predict(trainer: Trainer, params, fixed: np.ndarray, moving: np.ndarray, bat
     """Finest-level displacements `(N, *S, nd)` pixels for arrays `(N, *S)`, batched (padded to a fixed shape).
 
     `ratios` `(3,)`: a weight-conditioned network's setting as ratios to its recipe's (`Trainer.fields`)."""
-    n = len(fixed)
-    bs = min(batch_size, max(n, 1))
+    bs = min(batch_size, max(len(fixed), 1))
     bs = int(math.ceil(bs / trainer.num_devices) * trainer.num_devices)
     out = []
-    for s in range(0, n, bs):
-        f, m = fixed[s:s + bs], moving[s:s + bs]
-        pad = bs - len(f)
-        if pad:
-            f = np.concatenate([f, np.zeros((pad,) + f.shape[1:], f.dtype)])
-            m = np.concatenate([m, np.zeros((pad,) + m.shape[1:], m.dtype)])
+    for (f, m), valid in _padded_batches((fixed, moving), bs):
         f, m = trainer.shard_batch(f, m)
-        out.append(np.asarray(trainer.eval_fields(params, f, m, ratios))[: bs - pad])
+        out.append(np.asarray(trainer.eval_fields(params, f, m, ratios))[:valid])
     return np.concatenate(out) if out else np.zeros((0,) + fixed.shape[1:] + (fixed.ndim - 1,), np.float32)
+
+
+def _padded_batches(arrays, bs: int):
+    """Yields (the arrays' next `bs` rows, zero-padded to `bs`, the number of real rows): one program shape."""
+    for s in range(0, len(arrays[0]), bs):
+        chunk = [a[s:s + bs] for a in arrays]
+        pad = bs - len(chunk[0])
+        if pad:
+            chunk = [np.concatenate([a, np.zeros((pad,) + a.shape[1:], a.dtype)]) for a in chunk]
+        yield chunk, bs - pad
 
 
 @jax.jit
@@ -96,20 +100,14 @@ def summarize(pairs: PairSet, table, seconds: float, method: str = "network") ->
 def objective_terms(trainer: Trainer, params, pairs: PairSet, batch_size: int = 64, ratios=None) -> dict:
     """The training objective's unweighted terms per pair `{ngf, curvature, label: (N,)}` on `pairs` as they are
     (no augmentation), summed over the levels (`Trainer.terms`; `ratios` as in `predict`), batched and padded."""
-    n = len(pairs)
-    bs = min(batch_size, max(n, 1))
+    bs = min(batch_size, max(len(pairs), 1))
+    onehot = lambda x: jax.nn.one_hot(x.astype(np.int32), NUM_CLASSES, dtype=jnp.float32)  # noqa: E731
     out = []
-    for s in range(0, n, bs):
-        arrays = [pairs.fixed[s:s + bs], pairs.moving[s:s + bs], pairs.fixed_labels[s:s + bs].astype(np.int32),
-                  pairs.moving_labels[s:s + bs].astype(np.int32)]
-        pad = bs - len(arrays[0])
-        if pad:
-            arrays = [np.concatenate([a, np.zeros((pad,) + a.shape[1:], a.dtype)]) for a in arrays]
-        f, m, fl, ml = arrays
-        onehot = lambda x: jax.nn.one_hot(x, NUM_CLASSES, dtype=jnp.float32)  # noqa: E731
+    for (f, m, fl, ml), valid in _padded_batches((pairs.fixed, pairs.moving, pairs.fixed_labels,
+                                                  pairs.moving_labels), bs):
         t = trainer.eval_terms(params, jnp.asarray(f, jnp.float32), jnp.asarray(m, jnp.float32), onehot(fl),
                                onehot(ml), ratios)
-        out.append({k: np.asarray(v)[: bs - pad] for k, v in t.items()})
+        out.append({k: np.asarray(v)[:valid] for k, v in t.items()})
     return {k: np.concatenate([o[k] for o in out]) if out else np.zeros((0,), np.float32) for k in objective.TERMS}
 
 
