@@ -21,7 +21,7 @@ import time
 import jax
 import numpy as np
 
-from jaxreg import classic, cv, evaluation, peers, report
+from jaxreg import classic, cv, evaluation, files, peers, report
 from jaxreg.data import load_acdc_pairs
 
 
@@ -114,7 +114,7 @@ def main():
 
         from jaxreg.training import workdir
 
-        workdir.write_json(args.json, {r["method"]: report.json_safe(r) for _, r in rows})
+        files.write_json(args.json, {r["method"]: r for _, r in rows})
 
 
 if __name__ == "__main__":

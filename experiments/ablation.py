@@ -14,13 +14,12 @@ Schedules: paper (40 epochs, x8), short (10 epochs, x2), tiny (1 epoch, x1: smok
 """
 
 import dataclasses
-import json
 import pathlib
 
 from absl import flags
 
 from experiments import configs, entry, flags_common
-from jaxreg import ablation, cv, figures
+from jaxreg import ablation, cv, figures, files
 from jaxreg.errors import ConfigError
 from jaxreg.training import workdir as wd
 
@@ -118,25 +117,13 @@ def main(argv):
     root.mkdir(parents=True, exist_ok=True)
     # one ablation.json per workdir: this run's cells under "runs", every method run here under "methods"
     old = wd.read_json(root / "ablation.json", "ablation record") if (root / "ablation.json").is_file() else {}
-    methods = {k: v for k, v in old.get("methods", {}).items() if k != FLAGS.method}
-    methods[FLAGS.method] = meta | {"runs": cells}
-    wd.write_json(root / "ablation.json", meta | {"runs": cells, "methods": methods, "paper": {
-        f"{t}_{f}": v for (t, f), v in ablation.PAPER_TABLE1.items()}})
-    tables = []
-    for name, m in methods.items():
-        header = (f"method {name}, schedule {m['schedule']}, folds {','.join(map(str, m['folds']))}, "
-                  f"{m['seeds']} seed(s), data {m['data']}; paper: Dice % / folding %")
-        tables.append(ablation.table(m["runs"], header))
-        if name == FLAGS.method:
-            text = tables[-1]
-    names = list(methods)
-    for i, a in enumerate(names):  # every pair of methods run here, side by side (issue 21: hyper vs members)
-        for b in names[i + 1:]:
-            tables.append(ablation.agreement_table(a, methods[a]["runs"], b, methods[b]["runs"]))
-    (root / "ablation.md").write_text("\n".join(tables))
+    rec = ablation.record(old, FLAGS.method, meta, cells)
+    methods = rec["methods"]
+    files.write_json(root / "ablation.json", rec)
+    files.write_text(root / "ablation.md", ablation.markdown(methods))
     figures.ablation_plot({name: m["runs"] for name, m in methods.items()}, root / "ablation.png",
                           f"Table 1, data {meta['data']}", ablation.PAPER_TABLE1)
-    print(text)
+    print(ablation.markdown({FLAGS.method: methods[FLAGS.method]}))
 
 
 if __name__ == "__main__":

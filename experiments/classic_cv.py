@@ -12,7 +12,7 @@ import pathlib
 from absl import flags
 
 from experiments import entry
-from jaxreg import cv, report
+from jaxreg import cv, files, report
 from jaxreg.data import load_acdc_pairs
 from jaxreg.errors import ConfigError
 
@@ -45,7 +45,7 @@ def main(argv):
                                       seconds=False)
             + "\nTimes: each candidate and peer is cached with the seconds of the run that computed it, so they are "
               "not side by side here; `benchmarks/bench_classic.py` times both in one process.\n")
-    report.write_markdown(pathlib.Path(FLAGS.workdir) / "classic_cv.md", text)
+    files.write_text(pathlib.Path(FLAGS.workdir) / "classic_cv.md", text)
     print(text)
 
 

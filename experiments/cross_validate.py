@@ -8,7 +8,6 @@ Each fold trains in WORKDIR/foldK (resumable); finished folds are not retrained.
 """
 
 import dataclasses
-import json
 import os
 import pathlib
 import sys
@@ -16,7 +15,7 @@ import sys
 from absl import flags
 
 from experiments import entry, flags_common
-from jaxreg import cv, report
+from jaxreg import cv, files, report
 from jaxreg.errors import ConfigError
 from jaxreg.training import workdir as wd
 
@@ -79,10 +78,10 @@ def main(argv):
                   f"{100 * m['dice_mean_after']['std']:.2f} (LV {100 * m['dice_LV_after']['mean']:.1f}, RV "
                   f"{100 * m['dice_RV_after']['mean']:.1f}, MYO {100 * m['dice_MYO_after']['mean']:.1f}), folding "
                   f"{m['folding_percent']['mean']:.3f}%")
-    (root / "cv_results.json").write_text(json.dumps(report.json_safe(agg), indent=2))
+    files.write_json(root / "cv_results.json", agg)
     patients = [_test_patients(root / f"fold{k}") for k in folds]
     table = report.cv_table(results, patients, {m: agg[m] for m in _baseline_methods() if m in agg})
-    (root / "cv_results.md").write_text(table)
+    files.write_text(root / "cv_results.md", table)
     print(f"wrote {root / 'cv_results.json'} and {root / 'cv_results.md'}")
 
 

@@ -12,7 +12,7 @@ hyper_weights.md into WORKDIR; prints the comparison with the recipe's setting.
 from absl import flags
 
 from experiments import entry
-from jaxreg import cv, fold_choice, report
+from jaxreg import cv, files, fold_choice, report
 
 flags.DEFINE_string("workdir", None, "Folder of the CV's fold workdirs (fold0 .. foldK).", required=True)
 flags.DEFINE_string("data_dir", None, "ACDC-layout folder; default: the one the folds recorded.")
@@ -35,7 +35,7 @@ def main(argv):
     text = report.fold_choice_report(out, "network_cv_weights", title, "first", "recipe's weights") + (
         "\nThe chosen setting on all finished folds: " + ", ".join(
             f"{w} {v:g}" for w, v in res["chosen_on_all_weights"].items()) + "\n")
-    report.write_markdown(root / "hyper_weights.md", text)
+    files.write_text(root / "hyper_weights.md", text)
     print(text)
 
 

@@ -12,7 +12,7 @@ and refine_cv.md into WORKDIR; prints the comparison with the network alone.
 from absl import flags
 
 from experiments import entry
-from jaxreg import cv, fold_choice, report
+from jaxreg import cv, files, fold_choice, report
 from jaxreg.errors import ConfigError
 
 flags.DEFINE_string("workdir", None, "Folder of the CV's fold workdirs (fold0 .. foldK).", required=True)
@@ -33,7 +33,7 @@ def main(argv):
     out = fold_choice.select_refinement(root, cv.load_pairs(exp), FLAGS.num_folds, candidates, exp.data_dir)
     text = report.fold_choice_report(
         out, "refine_cv", "Refinement of the network's fields (no labels), chosen per fold", "network", "network alone")
-    report.write_markdown(root / "refine_cv.md", text)
+    files.write_text(root / "refine_cv.md", text)
     print(text)
 
 

@@ -121,6 +121,32 @@ def agreement_table(a_name: str, a: dict, b_name: str, b: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+METHODS = ("hyper", "population", "single")  # the order methods are tabulated and compared in, whichever ran last
+
+
+def record(old: dict, method: str, meta: dict, cells: dict) -> dict:
+    """A workdir's ablation.json after `method` ran: `meta` and `cells` at the top level (this run), every method
+    run in the workdir under "methods" (`old`'s, `method`'s replaced; ordered as `METHODS`), the paper's table
+    under "paper"."""
+    methods = {k: v for k, v in old.get("methods", {}).items() if k != method} | {method: meta | {"runs": cells}}
+    order = sorted(methods, key=lambda k: (METHODS.index(k) if k in METHODS else len(METHODS), k))
+    return meta | {"runs": cells, "methods": {k: methods[k] for k in order},
+                   "paper": {f"{t}_{f}": v for (t, f), v in PAPER_TABLE1.items()}}
+
+
+def markdown(methods: dict) -> str:
+    """ablation.md: per method (`record`'s "methods") its Table 1 (`table`), then every pair of methods side by
+    side (`agreement_table`, in `METHODS` order: "hyper against population")."""
+    tables = [table(m["runs"], f"method {name}, schedule {m['schedule']}, folds {','.join(map(str, m['folds']))}, "
+                    f"{m['seeds']} seed(s), data {m['data']}; paper: Dice % / folding %")
+              for name, m in methods.items()]
+    names = list(methods)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            tables.append(agreement_table(a, methods[a]["runs"], b, methods[b]["runs"]))
+    return "\n".join(tables)
+
+
 def table(cells: dict, header: str) -> str:
     """Markdown: a row per factor, per weight our Dice and folding (mean +- std over runs) and the paper's."""
     lines = [header, "", "| factor | " + " | ".join(f"{t} Dice % | {t} folding % | paper {t}" for t in TERMS) + " |",

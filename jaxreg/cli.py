@@ -28,8 +28,8 @@ import time
 
 import numpy as np
 
+from jaxreg import files
 from jaxreg.errors import UserError
-from jaxreg.report import json_safe
 from jaxreg.runtime import chunks, signals
 
 SIZE = 112
@@ -115,8 +115,8 @@ def _new_output_folder(out: pathlib.Path) -> pathlib.Path:
 
 def _commit_output(tmp: pathlib.Path, out: pathlib.Path) -> None:
     """Writes the MARKER, then puts `tmp` at `out` by rename; an old `out` is moved aside first, deleted last."""
-    files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if not p.is_dir())
-    (tmp / MARKER).write_text(json.dumps({"written_by": "jaxreg register", "files": files}, indent=1))
+    written = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if not p.is_dir())
+    (tmp / MARKER).write_text(json.dumps({"written_by": "jaxreg register", "files": written}, indent=1))
     if not out.exists():
         os.rename(tmp, out)
         return
@@ -135,10 +135,6 @@ def _commit_output(tmp: pathlib.Path, out: pathlib.Path) -> None:
             restore()
             raise
     shutil.rmtree(old, ignore_errors=True)
-
-
-def _write_json(path, obj):
-    path.write_text(json.dumps(json_safe(obj), indent=2, allow_nan=False))
 
 
 def register_volumes(fixed, moving, moving_labels=None, method=DEFAULT_METHOD, model=None, classic_cfg=None):
@@ -269,7 +265,7 @@ def _write_pair(out_dir, fixed_path, moving_path, mlab_path, flab_path, args, mo
         nib.save(_nifti(res["warped_labels"], f_aff, f_hdr), str(out_dir / "warped_labels.nii.gz"))
         if flab is not None:
             report.update(_dice_report(flab, res["warped_labels"], mlab))
-    _write_json(out_dir / "report.json", report)
+    files.write_json(out_dir / "report.json", report)
     return report
 
 
@@ -347,7 +343,7 @@ def _register_into(args, model, tmp, out) -> int:
                      if rep.get("dice_mean_after") is not None and np.isfinite(rep["dice_mean_after"]) else ""))
         else:
             summary = _register_folder(tmp, args, model)
-            print(json.dumps(json_safe(summary["overall"]), indent=1))
+            print(json.dumps(files.json_safe(summary["overall"]), indent=1))
         _commit_output(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone already when committed
@@ -362,11 +358,11 @@ def _register_folder(tmp, args, model):
     for d in dirs:
         try:
             info = parse_info_cfg(d / "Info.cfg")
-            files = {ph: d / f"{d.name}_frame{info[ph]:02d}.nii.gz" for ph in ("ED", "ES")}
+            frames = {ph: d / f"{d.name}_frame{info[ph]:02d}.nii.gz" for ph in ("ED", "ES")}
             gts = {ph: d / f"{d.name}_frame{info[ph]:02d}_gt.nii.gz" for ph in ("ED", "ES")}
             done = []
             for mov, fix in (("ED", "ES"), ("ES", "ED")):
-                rep = _write_pair(tmp / d.name / f"{mov}_to_{fix}", files[fix], files[mov],
+                rep = _write_pair(tmp / d.name / f"{mov}_to_{fix}", frames[fix], frames[mov],
                                   gts[mov] if gts[mov].exists() else None,
                                   gts[fix] if gts[fix].exists() and gts[mov].exists() else None, args, model)
                 done.append({"patient": d.name, "direction": f"{mov}->{fix}", **{k: v for k, v in rep.items()
@@ -386,7 +382,7 @@ def _register_folder(tmp, args, model):
         overall["dice_mean_before"] = float(np.mean([r["dice_mean_before"] for r in with_gt]))
         overall["dice_mean_after"] = float(np.mean([r["dice_mean_after"] for r in with_gt]))
     summary = {"overall": overall, "pairs": rows}
-    _write_json(tmp / "summary.json", summary)
+    files.write_json(tmp / "summary.json", summary)
     return summary
 
 

@@ -18,7 +18,7 @@ import time
 import jax
 import numpy as np
 
-from jaxreg import classic, conditioning, evaluation, selection
+from jaxreg import classic, conditioning, evaluation, files, selection
 from jaxreg.data import load_acdc_pairs, phantom_pairs, split_fold
 from jaxreg.data.pairs import PairSet
 from jaxreg.errors import ConfigError
@@ -435,9 +435,7 @@ def cached_table(path: pathlib.Path, compute):
             return (z["before"], z["after"], z["folding"]), float(z["seconds"])
     table, seconds = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(tmp, before=table[0], after=table[1], folding=table[2], seconds=seconds)
-    os.replace(tmp, path)
+    files.save_npz(path, before=table[0], after=table[1], folding=table[2], seconds=seconds)
     return table, seconds
 
 

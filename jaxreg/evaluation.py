@@ -19,9 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxreg import metrics, objective, warp
+from jaxreg import files, metrics, objective, warp
 from jaxreg.data.pairs import PairSet
-from jaxreg.report import json_safe
 from jaxreg.training.step import NUM_CLASSES, Trainer
 
 STRUCTURES = ("LV", "RV", "MYO")  # label 3, 1, 2
@@ -159,12 +158,5 @@ def write_results(workdir, res: dict, pairs: PairSet | None = None, table=None) 
             lines.append(f"{pairs.patient[i]},{pairs.group[i]},{pairs.slice_index[i]},{pairs.direction[i]},"
                          + ",".join(f"{v:.4f}" for v in before[i]) + "," + ",".join(f"{v:.4f}" for v in after[i])
                          + f",{100 * fold[i]:.4f}")
-        csv = workdir / f"pairs_{method}.csv"
-        tmp = csv.with_name(f".{csv.name}.tmp")
-        tmp.write_text("\n".join(lines) + "\n")
-        os.replace(tmp, csv)
-    path = results_path(workdir, method)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(json_safe(res), indent=2, allow_nan=False))
-    os.replace(tmp, path)
-    return path
+        files.write_text(workdir / f"pairs_{method}.csv", "\n".join(lines) + "\n")
+    return files.write_json(results_path(workdir, method), res)

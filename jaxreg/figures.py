@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from jaxreg import files
+
 
 def _plt():
     import matplotlib
@@ -54,7 +56,7 @@ def dice_boxplot(per_method: dict, path, title: str = "") -> None:
     ax.legend(handles, names, loc="lower right", fontsize=8)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    files.save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -87,7 +89,7 @@ def example_pairs(fixed, moving, fields: dict, path, grid_step: int = 8) -> None
                 for c in range(0, wd, grid_step):
                     ax.plot(gx[:, c], gy[:, c], color="tab:red", lw=0.4)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    files.save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -119,5 +121,5 @@ def ablation_plot(methods: dict, path, title: str = "", paper: dict | None = Non
     axes[0, 0].legend()
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    files.save_figure(fig, path, dpi=110)
     plt.close(fig)

@@ -2,21 +2,7 @@
 
 from __future__ import annotations
 
-import math
-import pathlib
-
 import numpy as np
-
-
-def json_safe(x):
-    """NaN/inf as None (JSON null), recursively: result files stay valid JSON."""
-    if isinstance(x, dict):
-        return {k: json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [json_safe(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
 
 
 def subgroup_name(key: str) -> str:
@@ -165,11 +151,3 @@ def fold_choice_report(out: dict, method: str, title: str, reference: str, label
         lines.append(f"| {name} | {100 * r['dice_mean_after']:.2f} | {r['folding_percent']:.4f} | "
                      + " | ".join(cells) + f" | {r['seconds_per_pair']:.4f} |")
     return "\n".join(lines) + "\n"
-
-
-def write_markdown(path, text: str) -> None:
-    """`text` to `path` through a temporary name and a rename: never half-written."""
-    path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)

@@ -55,3 +55,18 @@ def test_objective_ratio_is_the_geometric_mean_over_common_runs_and_the_table_na
     text = ablation.agreement_table("hyper", hyper, "population", members)
     assert "| alpha_x100 | 78.0 | 74.0 | +4.0 | - | - | 1.300 |" in text
     assert "hyper reaches the lower objective at 0 of 2 settings; population at: opt, alpha_x100." in text
+
+
+def test_record_keeps_every_method_in_a_fixed_order_whichever_ran_last():
+    meta = {"schedule": "short", "folds": [7], "seeds": 1, "data": "acdc"}
+    pop = {"opt": {"dice": 0.84, "dice_std": 0.0, "folding": 0.0, "folding_std": 0.0}}
+    hyp = {"opt": {"dice": 0.86, "dice_std": 0.0, "folding": 0.0, "folding_std": 0.0}}
+    first = ablation.record({}, "population", meta | {"method": "population"}, pop)
+    second = ablation.record(first, "hyper", meta | {"method": "hyper"}, hyp)
+    assert list(second["methods"]) == ["hyper", "population"] and second["runs"] == hyp
+    assert second["method"] == "hyper" and second["paper"]["alpha_x0"] == (0.0, 40.6)
+    rerun = ablation.record(second, "population", meta | {"method": "population"}, hyp)
+    assert list(rerun["methods"]) == ["hyper", "population"] and rerun["methods"]["population"]["runs"] == hyp
+    text = ablation.markdown(rerun["methods"])
+    assert "hyper against population" in text and "population against hyper" not in text
+    assert text.index("method hyper,") < text.index("method population,")

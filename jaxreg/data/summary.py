@@ -6,6 +6,7 @@ import collections
 
 import numpy as np
 
+from jaxreg import files
 from jaxreg.data.acdc import load_acdc_pairs
 from jaxreg.data.pairs import PairSet, kfold_patients
 from jaxreg.data.phantom import phantom_pairs
@@ -56,7 +57,7 @@ def overview_png(pairs: PairSet, path, n: int = 6, title: str = "") -> None:
             ax.axis("off")
     fig.suptitle(title or "RV cavity blue, myocardium green, LV cavity red", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    files.save_figure(fig, path, dpi=90)
     plt.close(fig)
 
 

@@ -20,6 +20,7 @@ import pathlib
 
 import jax
 
+from jaxreg import files
 from jaxreg.errors import ConfigError, DataError, UserError
 from jaxreg.training.config import TrainConfig, differing_fields
 
@@ -82,14 +83,6 @@ def read_json(path, what: str) -> dict:
     return obj
 
 
-def write_json(path, obj) -> None:
-    """Writes `obj` as JSON through a temporary file and a rename: a kill never leaves half a file."""
-    path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
-
-
 def parse_config(d: dict, path) -> TrainConfig:
     try:
         return TrainConfig.from_json(d)
@@ -126,7 +119,7 @@ def write_config(workdir, cfg) -> None:
             raise ConfigError(f"{path}: the workdir holds a run with a different config ({'; '.join(diff[:4])}"
                               f"{'; ...' if len(diff) > 4 else ''}: stored vs requested); use a new --workdir")
         return
-    write_json(path, new)
+    files.write_json(path, new)
 
 
 IDENTITY_FIELDS = ("fold", "num_folds", "fold_seed", "data", "phantom_slices", "image_size", "crop_on", "pixel_mm",
@@ -145,7 +138,7 @@ def claim_identity(workdir, identity: dict) -> None:
             raise ConfigError(f"{path}: the workdir holds a run of another experiment ({'; '.join(diff[:3])}"
                               f"{'; ...' if len(diff) > 3 else ''}: stored vs requested); use a new --workdir")
         return
-    write_json(path, identity)
+    files.write_json(path, identity)
 
 
 @contextlib.contextmanager
