@@ -51,11 +51,12 @@ def loss_scale(ratios, range_factor: float = 100.0):
 
 
 def scaled_weights(centre: dict, ratios) -> dict:
-    """Per-sample loss weights `{ngf, curvature, label: (n,)}` = the centre's (`objective.weights`) times the ratios
-    `(n, 3)`; `centre` values are scalars (or anything broadcasting against `(n,)`)."""
+    """Per-sample loss weights `{ngf, curvature, label, dice_loss: (n,)}` = the centre's (`objective.weights`) times
+    the ratios `(n, 3)` (delta, alpha, beta; the Dice loss is weighted beta * label_dice, so it follows beta's
+    ratio); `centre` values are scalars (or anything broadcasting against `(n,)`)."""
     r = jnp.asarray(ratios, jnp.float32)
     return {"ngf": centre["ngf"] * r[:, 0], "curvature": centre["curvature"] * r[:, 1],
-            "label": centre["label"] * r[:, 2]}
+            "label": centre["label"] * r[:, 2], "dice_loss": centre["dice_loss"] * r[:, 2]}
 
 
 def ratios_of(centre: dict, delta=None, alpha=None, beta=None):

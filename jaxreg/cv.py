@@ -105,7 +105,7 @@ def run_fold(exp: ExperimentConfig, workdir, pairs: PairSet | None = None, progr
     with _claimed_workdir(workdir, identity(exp, train_pairs, test_pairs)) as workdir:
         trainer, state = loop.train_locked(exp.train, train_pairs, workdir, progress, chunk_steps=chunk_steps)
         res, table = evaluation.evaluate(trainer, state["params"], test_pairs,
-                                         objective_weights={w: getattr(exp.train, w) for w in conditioning.WEIGHTS})
+                                         objective_weights=evaluation.objective_weights(exp.train))
         res.update(fold=exp.fold, num_folds=exp.num_folds, train_pairs=len(train_pairs),
                    data=exp.data_dir or "phantom", test_is_training=exp.num_folds == 1, seed=exp.train.seed)
         evaluation.write_results(workdir, res, test_pairs, table)
@@ -129,8 +129,8 @@ def run_population_fold(exp: ExperimentConfig, members: dict, workdir, pairs: Pa
                                                                chunk_steps, member_chunk)
         for k, name in enumerate(members):
             params = jax.tree.map(lambda x: x[k], states["params"])
-            res, table = evaluation.evaluate(trainer, params, test_pairs, objective_weights={
-                w: getattr(configs[k], w) for w in conditioning.WEIGHTS})
+            res, table = evaluation.evaluate(trainer, params, test_pairs,
+                                             objective_weights=evaluation.objective_weights(configs[k]))
             res.update(fold=exp.fold, num_folds=exp.num_folds, train_pairs=len(train_pairs),
                        data=exp.data_dir or "phantom", member=k, setting=name, frozen=not bool(active[k]),
                        **{w: getattr(configs[k], w) for w in ("delta", "alpha", "beta", "seed")})
@@ -163,7 +163,7 @@ def run_hyper_fold(exp: ExperimentConfig, settings: dict, workdir, pairs: PairSe
             if trainer is None:
                 trainer, params = wd.load_trained(workdir, test.fixed.shape[1:])
             res, table = evaluation.evaluate(trainer, params, test, ratios=conditioning.ratios_of(centre, **weights),
-                                             objective_weights=weights)
+                                             objective_weights=evaluation.objective_weights(cfg))
             res.update(fold=exp.fold, num_folds=exp.num_folds, train_pairs=n_train,
                        data=exp.data_dir or "phantom", setting=name, seed=exp.train.seed, **weights)
             evaluation.write_results(pathlib.Path(workdir) / name, res, test, table)

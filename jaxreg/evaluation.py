@@ -97,7 +97,7 @@ def summarize(pairs: PairSet, table, seconds: float, method: str = "network") ->
 
 
 def objective_terms(trainer: Trainer, params, pairs: PairSet, batch_size: int = 64, ratios=None) -> dict:
-    """The training objective's unweighted terms per pair `{ngf, curvature, label: (N,)}` on `pairs` as they are
+    """The training objective's unweighted terms per pair `{ngf, curvature, label, dice_loss: (N,)}` on `pairs` as they are
     (no augmentation), summed over the levels (`Trainer.terms`; `ratios` as in `predict`), batched and padded."""
     bs = min(batch_size, max(len(pairs), 1))
     onehot = lambda x: jax.nn.one_hot(x.astype(np.int32), NUM_CLASSES, dtype=jnp.float32)  # noqa: E731
@@ -110,11 +110,17 @@ def objective_terms(trainer: Trainer, params, pairs: PairSet, batch_size: int = 
     return {k: np.concatenate([o[k] for o in out]) if out else np.zeros((0,), np.float32) for k in objective.TERMS}
 
 
-def objective_summary(terms: dict, delta: float, alpha: float, beta: float, curvature_scale: float) -> dict:
-    """`objective`: the mean over pairs of delta * ngf + alpha * curvature_scale * curvature + beta * label
-    (`objective.combine`) for `objective_terms`' per-pair terms; `objective_{ngf,curvature,label}`: the unweighted
-    terms' means."""
-    w = objective.weights(delta, alpha, beta, curvature_scale)
+def objective_weights(cfg) -> dict:
+    """A recipe's (`TrainConfig`'s) loss weights in flag units, as `objective_summary` and `evaluate` take them."""
+    return {k: getattr(cfg, k) for k in ("delta", "alpha", "beta", "curvature_scale", "label_dice")}
+
+
+def objective_summary(terms: dict, delta: float, alpha: float, beta: float, curvature_scale: float,
+                      label_dice: float = 0.0) -> dict:
+    """`objective`: the mean over pairs of delta * ngf + alpha * curvature_scale * curvature + beta * (label +
+    label_dice * dice_loss) (`objective.combine`) for `objective_terms`' per-pair terms; `objective_<term>`: the
+    unweighted terms' means."""
+    w = objective.weights(delta, alpha, beta, curvature_scale, label_dice)
     res = {"objective": float(np.mean(np.asarray(objective.combine(terms, w))))}
     res.update({f"objective_{k}": float(np.mean(v)) for k, v in terms.items()})
     return res
@@ -123,8 +129,8 @@ def objective_summary(terms: dict, delta: float, alpha: float, beta: float, curv
 def evaluate(trainer: Trainer, params, pairs: PairSet, batch_size: int = 64, method: str = "network", ratios=None,
              objective_weights: dict | None = None):
     """(summary, table) of the network on `pairs` (at `ratios`, see `predict`); the timing excludes compilation
-    (one warm-up batch first). With `objective_weights` `{delta, alpha, beta}` (flag units) the summary also holds
-    the training objective at those weights on the pairs (`objective_summary`; the network at `ratios`)."""
+    (one warm-up batch first). With `objective_weights` (`objective_weights(cfg)`: flag units) the summary also
+    holds the training objective at those weights on the pairs (`objective_summary`; the network at `ratios`)."""
     predict(trainer, params, pairs.fixed[:batch_size], pairs.moving[:batch_size], batch_size, ratios)  # compile
     t0 = time.perf_counter()
     u = predict(trainer, params, pairs.fixed, pairs.moving, batch_size, ratios)
@@ -133,7 +139,7 @@ def evaluate(trainer: Trainer, params, pairs: PairSet, batch_size: int = 64, met
     res = summarize(pairs, table, seconds, method)
     if objective_weights is not None:
         terms = objective_terms(trainer, params, pairs, batch_size, ratios)
-        res.update(objective_summary(terms, **objective_weights, curvature_scale=trainer.cfg.curvature_scale))
+        res.update(objective_summary(terms, **objective_weights))
     return res, table
 
 

@@ -1,10 +1,12 @@
-"""The registration objective, written once: per level delta * NGF + alpha * curvature + beta * label term.
+"""The registration objective, written once: per level delta * NGF + alpha * curvature + beta * label terms.
 
 Used by network training (`jaxreg.training.step`) and by the classic method (`jaxreg.classic`). Pure JAX, no Flax.
 Convention (docs/decisions.md, "Loss scales"): on images average-pooled to a level,
-    L_l = delta * NGF_pix + alpha_eff * curvature_pix + beta * label_ssd_pix / (0.5 * N * C)
+    L_l = delta * NGF_pix + alpha_eff * curvature_pix + beta * (label_ssd_pix / (0.5 * N * C) + label_dice * D_l)
 where *_pix are `jaxreg.losses` with spacing 1 (pixel sums; the displacement in level pixels), N the pixel count of
 the FINEST level and C the label channels: at the finest level the label term is the mean squared one-hot error.
+D_l = `losses.dice_loss` (1 - soft Dice, mean over the foreground labels) of the warped moving one-hot map at the
+level; `label_dice` (0 in the paper's recipe) is its weight as a multiple of beta, so beta scales all supervision.
 The weights are data (`weights(...)`: a dict of scalars, or of `(P,)` arrays for a population), so one compiled
 program serves every setting. `alpha_eff = alpha * curvature_scale` maps the paper's alpha onto the pixel sums.
 """
@@ -19,35 +21,40 @@ import jax.numpy as jnp
 
 from jaxreg import bspline, losses, warp
 
-TERMS = ("ngf", "curvature", "label")
+TERMS = ("ngf", "curvature", "label", "dice_loss")
 
 
-def weights(delta, alpha, beta, curvature_scale=1.0) -> dict:
-    """Loss weights as arrays `{"ngf": delta, "curvature": alpha * curvature_scale, "label": beta}` (float32)."""
+def weights(delta, alpha, beta, curvature_scale=1.0, label_dice=0.0) -> dict:
+    """Loss weights as arrays `{"ngf": delta, "curvature": alpha * curvature_scale, "label": beta, "dice_loss":
+    beta * label_dice}` (float32)."""
     f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
-    return {"ngf": f32(delta), "curvature": f32(alpha) * f32(curvature_scale), "label": f32(beta)}
+    return {"ngf": f32(delta), "curvature": f32(alpha) * f32(curvature_scale), "label": f32(beta),
+            "dice_loss": f32(beta) * f32(label_dice)}
 
 
 def level_terms(u, fixed, moving, fixed_onehot=None, moving_onehot=None, n_finest: int | None = None,
                 epsilon: float = 0.1, squared_ngf: bool = True, control=None, stride=None) -> dict:
     """Unweighted terms of one level, one sample: u `(*S, nd)` level pixels, images `(*S)`, one-hot `(*S, C)`.
 
-    `n_finest`: pixel count of the finest level (default: this level's). Without label maps the label term is 0.
+    `n_finest`: pixel count of the finest level (default: this level's). Without label maps the label terms are 0.
     `control`, `stride`: u's cubic B-spline control grid, when u is one; the curvature is then computed from it
     (`bspline.curvature`: the same value, on the control grid instead of the pixels).
     """
     d = losses.ngf(fixed, warp.warp(moving, u), eps=epsilon, squared=squared_ngf)
     r = losses.curvature(u) if control is None else bspline.curvature(control, u.shape[:-1], stride)
     if fixed_onehot is None or moving_onehot is None:
-        b = jnp.zeros((), d.dtype)
+        b = dl = jnp.zeros((), d.dtype)
     else:
         n = math.prod(fixed.shape) if n_finest is None else n_finest
-        b = losses.label_ssd(fixed_onehot, warp.warp(moving_onehot, u)) / (0.5 * n * fixed_onehot.shape[-1])
-    return {"ngf": d, "curvature": r, "label": b}
+        warped = warp.warp(moving_onehot, u)
+        b = losses.label_ssd(fixed_onehot, warped) / (0.5 * n * fixed_onehot.shape[-1])
+        dl = losses.dice_loss(fixed_onehot, warped)
+    return {"ngf": d, "curvature": r, "label": b, "dice_loss": dl}
 
 
 def combine(terms: dict, w: dict):
-    """delta * ngf + alpha_eff * curvature + beta * label for `terms` and `weights(...)` of matching shapes."""
+    """delta * ngf + alpha_eff * curvature + beta * label + beta * label_dice * dice_loss for `terms` and
+    `weights(...)` of matching shapes."""
     return sum(w[k] * terms[k] for k in TERMS)
 
 

@@ -55,12 +55,14 @@ def test_loss_scale():
 
 
 def test_scaled_weights_match_objective_weights():
-    centre = objective.weights(1.0, 300.0, 5e4, 0.01)
-    r = jnp.array([[2.0, 0.5, 0.0]])
-    got = conditioning.scaled_weights(centre, r)
-    want = objective.weights(2.0, 150.0, 0.0, 0.01)
-    for k in want:
-        np.testing.assert_allclose(got[k], [want[k]], rtol=1e-6)
+    centre = objective.weights(1.0, 300.0, 5e4, 0.01, label_dice=0.2)
+    for r, want in (([2.0, 0.5, 0.0], objective.weights(2.0, 150.0, 0.0, 0.01, label_dice=0.2)),
+                    ([1.0, 1.0, 3.0], objective.weights(1.0, 300.0, 1.5e5, 0.01, label_dice=0.2))):
+        got = conditioning.scaled_weights(centre, jnp.array([r]))
+        assert set(got) == set(want) == set(objective.TERMS)
+        for k in want:  # the Dice loss follows beta's ratio: beta x0 is label-free
+            np.testing.assert_allclose(got[k], [want[k]], rtol=1e-6)
+    assert float(want["dice_loss"]) == pytest.approx(3e4)
 
 
 def test_ratios_of():

@@ -64,7 +64,7 @@ def test_chunked_inference_equals_one_batch():
 
 
 def test_loss_is_the_sum_of_library_terms():
-    cfg = train.TrainConfig(model=TINY_MODEL, delta=1.0, alpha=10.0, curvature_scale=0.5, beta=5.0)
+    cfg = train.TrainConfig(model=TINY_MODEL, delta=1.0, alpha=10.0, curvature_scale=0.5, beta=5.0, label_dice=0.3)
     model = RegNet(cfg.model)
     ps = phantom_pairs(2, seed=0, size=64)
     f, m = jnp.asarray(ps.fixed), jnp.asarray(ps.moving)
@@ -82,10 +82,15 @@ def test_loss_is_the_sum_of_library_terms():
             mol = mo[i].reshape(64 // fac, fac, 64 // fac, fac, 4).mean((1, 3))
             d = losses.ngf(fl, warp.warp(ml, u[i]), eps=0.1)
             r = losses.curvature(u[i])
-            b = jnp.mean((warp.warp(mol, u[i]) - fol) ** 2) * (64 // fac) ** 2 / 64**2
-            want += (d + 10.0 * 0.5 * r + 5.0 * b) / 2
+            wl = warp.warp(mol, u[i])
+            b = jnp.mean((wl - fol) ** 2) * (64 // fac) ** 2 / 64**2
+            # soft Dice of the three foreground labels, summed over pixels
+            inter, size = (wl * fol)[..., 1:].sum((0, 1)), (wl + fol)[..., 1:].sum((0, 1))
+            dice = 1.0 - jnp.mean((2 * inter + 1e-5) / (size + 1e-5))
+            want += (d + 10.0 * 0.5 * r + 5.0 * b + 5.0 * 0.3 * dice) / 2
     np.testing.assert_allclose(loss, want, rtol=2e-4)
-    assert set(terms) == {"ngf", "curvature", "label"}
+    assert set(terms) == {"ngf", "curvature", "label", "dice_loss"}
+    assert 0.0 < float(terms["dice_loss"]) < 3.0  # three levels, each in [0, 1]
 
 
 def test_config_json_round_trip_and_old_runs():

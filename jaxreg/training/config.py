@@ -29,6 +29,8 @@ class TrainConfig:
     curvature_scale: float = _f(0.01, "Maps the paper's alpha onto this code's pixel-sum curvature (chosen on a "
                                       "validation fold; 1 = alpha at face value). docs/decisions.md.")
     beta: float = _f(5e4, "Label-loss weight (paper 5e4), on the mean squared one-hot error.")
+    label_dice: float = _f(0.0, "Soft Dice loss (1 - mean Dice of the foreground labels) beside the label SSD, per "
+                                "level, weighted beta * label_dice (paper 0: SSD only). jaxreg.objective.")
     epsilon: float = _f(0.1, "NGF edge parameter, intensity per pixel (paper 0.1).")
     squared_ngf: bool = _f(True, "NGF in the squared form of Ruehaak et al. 2013 (False: the paper's printed form).")
     learning_rate: float = _f(1e-3, "Adam learning rate (paper 1e-3).")
@@ -74,7 +76,7 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Returns self, or raises ConfigError naming the first bad field."""
-        for name in ("delta", "alpha", "beta", "augment_max_disp"):
+        for name in ("delta", "alpha", "beta", "label_dice", "augment_max_disp"):
             check_number(name, getattr(self, name), minimum=0.0)
         for name in ("curvature_scale", "epsilon", "learning_rate"):
             check_number(name, getattr(self, name), minimum=0.0, strict=True)

@@ -149,7 +149,7 @@ def train_locked(cfg: TrainConfig, train_pairs: PairSet, workdir, progress: bool
     return trainer, state
 
 
-SHARED_OK = ("delta", "alpha", "curvature_scale", "beta", "seed", "data_seed")  # what members may differ in
+SHARED_OK = ("delta", "alpha", "curvature_scale", "beta", "label_dice", "seed", "data_seed")  # members may differ in these
 
 
 def population_configs(members: Sequence[TrainConfig]) -> list[TrainConfig]:
@@ -166,7 +166,7 @@ def population_configs(members: Sequence[TrainConfig]) -> list[TrainConfig]:
         for f in dataclasses.fields(TrainConfig):
             if f.name not in SHARED_OK and getattr(m, f.name) != getattr(first, f.name):
                 raise ConfigError(f"population member {k}: {f.name} {getattr(m, f.name)!r} differs from member 0's "
-                                  f"{getattr(first, f.name)!r}; members differ only in {', '.join(SHARED_OK[:5])}")
+                                  f"{getattr(first, f.name)!r}; members differ only in {', '.join(SHARED_OK)}")
         out.append(dataclasses.replace(m, data_seed=data_seed))
     return out
 

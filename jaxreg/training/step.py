@@ -39,12 +39,13 @@ LOOPS = ("scan", "dispatch")
 
 
 def loss_weights(cfg: TrainConfig) -> dict:
-    """The recipe's weights as arrays (`objective.weights`): delta, alpha * curvature_scale, beta."""
-    return objective.weights(cfg.delta, cfg.alpha, cfg.beta, cfg.curvature_scale)
+    """The recipe's weights as arrays (`objective.weights`): delta, alpha * curvature_scale, beta, beta * label_dice."""
+    return objective.weights(cfg.delta, cfg.alpha, cfg.beta, cfg.curvature_scale, cfg.label_dice)
 
 
 def loss_fn(params, model: RegNet, batch, weights: dict, cfg: TrainConfig):
-    """Batch mean of sum over levels of delta*D + alpha_eff*R + beta*B; returns (loss, unweighted batch-mean terms).
+    """Batch mean of sum over levels of delta*D + alpha_eff*R + beta*(B + label_dice*Dice loss) (`objective`);
+    returns (loss, unweighted batch-mean terms).
 
     A weight-conditioned recipe's batch carries per-sample ratios `(B, 3)` to `weights` (the centre): sample b is
     conditioned on them, weighted by `weights * ratios[b]` and divided by `conditioning.loss_scale(ratios[b])`.
@@ -315,7 +316,7 @@ class Trainer:
         return chunked(params, fixed, moving, condition)
 
     def terms(self, params, fixed, moving, fixed_onehot, moving_onehot, ratios=None):
-        """The training objective's unweighted per-pair terms `{ngf, curvature, label: (B,)}` summed over the levels
+        """The training objective's unweighted per-pair terms `{ngf, curvature, label, dice_loss: (B,)}` summed over the levels
         (`objective.multilevel_sample_terms`, no augmentation) for `(B, *S)` images and one-hot labels `(B, *S, C)`;
         `ratios` as in `fields`. Weighted by `objective.weights` they give the loss the network was trained on."""
         if not self.cfg.conditioned and ratios is not None:
