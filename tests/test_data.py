@@ -239,6 +239,38 @@ def test_augmentation_deforms_images_and_labels_identically():
     assert not np.allclose(again[0], f)
 
 
+def test_intensity_augmentation_is_one_scanner_per_pair():
+    from jaxreg.data.augment import intensity_batch, intensity_pair
+
+    ps = phantom_pairs(2, seed=0, size=48)
+    f, m = jnp.asarray(ps.fixed[0]), jnp.asarray(ps.moving[0])
+    key = jax.random.key(3)
+    same = intensity_pair(key, f, m)
+    np.testing.assert_array_equal(same[0], f)  # all three 0: unchanged
+    np.testing.assert_array_equal(same[1], m)
+    # gamma alone: both frames raised to one power g
+    gf, gm = (np.asarray(x, np.float64) for x in intensity_pair(key, f, m, gamma=0.5))
+    ok_f, ok_m = (np.asarray(f) > 0.05) & (np.asarray(f) < 0.95), (np.asarray(m) > 0.05) & (np.asarray(m) < 0.95)
+    g_f = np.log(gf[ok_f]) / np.log(np.asarray(f, np.float64)[ok_f])
+    g_m = np.log(gm[ok_m]) / np.log(np.asarray(m, np.float64)[ok_m])
+    assert np.ptp(g_f) < 1e-3 and abs(np.median(g_f) - np.median(g_m)) < 1e-3 and abs(np.median(g_f) - 1) > 0.01
+    # bias alone: one smooth multiplicative field for both frames, its log a cubic polynomial (4th differences 0)
+    bf, bm = (np.asarray(x, np.float64) for x in intensity_pair(key, f, m, bias=0.3))
+    both = ok_f & ok_m & (bf < 0.999) & (bm < 0.999)
+    ratio_f, ratio_m = bf[both] / np.asarray(f, np.float64)[both], bm[both] / np.asarray(m, np.float64)[both]
+    np.testing.assert_allclose(ratio_f, ratio_m, rtol=1e-4)
+    assert np.ptp(ratio_f) > 0.05
+    ones = np.full((48, 48), 0.5, np.float32)
+    field = np.log(np.asarray(intensity_pair(key, jnp.asarray(ones), jnp.asarray(ones), bias=0.3)[0], np.float64) / 0.5)
+    assert np.abs(np.diff(field, 4, axis=0)).max() < 1e-4 and np.abs(np.diff(field, 4, axis=1)).max() < 1e-4
+    # noise alone: independent per frame, the std asked for (away from the clip at 0 and 1)
+    ones2 = jnp.full((2, 64, 64), 0.5)
+    nf, nm = (np.asarray(x) for x in intensity_batch(key, ones2, ones2, noise=0.05))
+    assert abs(float(np.std(nf - 0.5)) - 0.05) < 0.003 and abs(float(np.corrcoef(nf.ravel(), nm.ravel())[0, 1])) < 0.05
+    assert not np.allclose(nf[0], nf[1])  # one key per pair
+    assert float(np.min(nf)) >= 0.0 and float(np.max(nf)) <= 1.0
+
+
 @pytest.mark.skipif(not SHARED_ACDC.is_dir(), reason=f"ACDC not found at {SHARED_ACDC}; this test needs the shared data")
 def test_shared_acdc_pair_counts():
     pairs = load_acdc_pairs(SHARED_ACDC)

@@ -93,6 +93,24 @@ def test_loss_is_the_sum_of_library_terms():
     assert 0.0 < float(terms["dice_loss"]) < 3.0  # three levels, each in [0, 1]
 
 
+def test_intensity_augmentation_changes_only_the_deformed_passes_images():
+    from jaxreg.training.step import prepare_batch
+
+    ps = phantom_pairs(4, seed=0, size=64)
+    args = (jax.random.key(0), jnp.asarray(ps.fixed), jnp.asarray(ps.moving), jnp.asarray(ps.fixed_labels),
+            jnp.asarray(ps.moving_labels))
+    base = train.TrainConfig(model=TINY_MODEL)
+    cfg = dataclasses.replace(base, augment_gamma=0.3, augment_bias=0.2, augment_noise=0.02)
+    plain, aug = prepare_batch(*args, jnp.asarray(True), base), prepare_batch(*args, jnp.asarray(True), cfg)
+    for k in (2, 3):  # the same deformation: the labels are the same
+        np.testing.assert_array_equal(aug[k], plain[k])
+    for k in (0, 1):
+        assert float(jnp.abs(aug[k] - plain[k]).mean()) > 0.01
+    off = prepare_batch(*args, jnp.asarray(False), cfg)  # the pass without deformation keeps the images as they are
+    np.testing.assert_array_equal(off[0], ps.fixed)
+    np.testing.assert_array_equal(off[1], ps.moving)
+
+
 def test_config_json_round_trip_and_old_runs():
     cfg = train.TrainConfig(model=TINY_MODEL, alpha=7.0, curvature_scale=0.3)
     assert train.TrainConfig.from_json(json.loads(json.dumps(cfg.to_json()))) == cfg

@@ -1,4 +1,5 @@
-"""On-device deformation augmentation (the paper's x8 "slight deformations"), drawn fresh from a key every step.
+"""On-device augmentation, drawn fresh from a key every step: deformations (the paper's x8 "slight deformations")
+and, off by default, intensity changes (`intensity_pair`: gamma, bias field, noise).
 
 Each image of a pair gets its own random smooth cubic B-spline field; an image and its labels share it. Labels
 come back as soft one-hot maps `(..., num_classes)` (linear warp of the one-hot map), ready for the label loss.
@@ -6,7 +7,10 @@ come back as soft one-hot maps `(..., num_classes)` (linear warp of the one-hot 
 
 from __future__ import annotations
 
+import itertools
+
 import jax
+import jax.numpy as jnp
 
 from jaxreg import bspline, warp
 
@@ -44,3 +48,31 @@ def onehot_pair(fixed, moving, fixed_labels, moving_labels, num_classes: int = 4
     """The un-augmented counterpart of `augment_batch` (labels as float one-hot)."""
     return (fixed, moving, jax.nn.one_hot(fixed_labels, num_classes, dtype=fixed.dtype),
             jax.nn.one_hot(moving_labels, num_classes, dtype=moving.dtype))
+
+
+def intensity_pair(key, fixed, moving, gamma: float = 0.0, bias: float = 0.0, noise: float = 0.0):
+    """One pair's images `(*S)`, intensities in [0, 1], under one scanner's random contrast: both frames raised to
+    the power exp(gamma * N(0, 1)) and multiplied by one smooth bias field exp(p(x)), p a cubic polynomial in
+    coordinates scaled to [-1, 1] with coefficients uniform in [-bias, bias] (TorchIO's RandomBiasField form);
+    then each frame its own Gaussian noise of std `noise`, clipped to [0, 1]. All three 0: the images unchanged.
+    """
+    kg, kb, kf, km = jax.random.split(key, 4)
+    shape = fixed.shape
+    g = jnp.exp(gamma * jax.random.normal(kg, ()))
+    axes = jnp.meshgrid(*[jnp.linspace(-1.0, 1.0, n) for n in shape], indexing="ij")
+    powers = [p for p in itertools.product(range(4), repeat=len(shape)) if 0 < sum(p) <= 3]
+    coef = jax.random.uniform(kb, (len(powers),), minval=-bias, maxval=bias)
+    log_field = sum(c * jnp.prod(jnp.stack([a ** e for a, e in zip(axes, p)]), axis=0) for c, p in zip(coef, powers))
+    field = jnp.exp(log_field)
+
+    def one(image, k):
+        out = jnp.clip(image, 0.0, 1.0) ** g * field + noise * jax.random.normal(k, shape)
+        return jnp.clip(out, 0.0, 1.0).astype(image.dtype)
+
+    return one(fixed, kf), one(moving, km)
+
+
+def intensity_batch(key, fixed, moving, gamma: float = 0.0, bias: float = 0.0, noise: float = 0.0):
+    """Batched `intensity_pair` over a leading axis `(B, *S)`, one key per pair (jit-able)."""
+    keys = jax.random.split(key, fixed.shape[0])
+    return jax.vmap(lambda k, f, m: intensity_pair(k, f, m, gamma, bias, noise))(keys, fixed, moving)

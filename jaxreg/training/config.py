@@ -40,6 +40,12 @@ class TrainConfig:
     augment: int = _f(8, "Passes over the training pairs per epoch: 1 original + (augment - 1) deformed (paper 8).")
     augment_stride: int = _f(16, "Control-point spacing (pixels) of the random augmentation fields.")
     augment_max_disp: float = _f(3.0, "Largest control-point displacement (pixels) of the augmentation fields.")
+    augment_gamma: float = _f(0.0, "Intensity augmentation on the deformed passes (0: none, the paper's): std of the "
+                                   "log of the gamma both frames of a pair are raised to. jaxreg.data.augment.")
+    augment_bias: float = _f(0.0, "Intensity augmentation: bound of the coefficients of a pair's cubic-polynomial "
+                                  "log bias field (0: none).")
+    augment_noise: float = _f(0.0, "Intensity augmentation: std of Gaussian noise added to each frame, intensities "
+                                   "in [0, 1] (0: none).")
     level_weights: tuple = _f((1.0, 1.0, 1.0), "Weight of each output level's loss, coarse -> fine.")
     seed: int = _f(0, "Initialisation seed (>= 0); also the data seed unless data_seed is set.")
     data_seed: int | None = _f(None, "Batch order and augmentation seed (>= 0); unset: seed. Population members "
@@ -76,7 +82,8 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Returns self, or raises ConfigError naming the first bad field."""
-        for name in ("delta", "alpha", "beta", "label_dice", "augment_max_disp"):
+        for name in ("delta", "alpha", "beta", "label_dice", "augment_max_disp", "augment_gamma", "augment_bias",
+                     "augment_noise"):
             check_number(name, getattr(self, name), minimum=0.0)
         for name in ("curvature_scale", "epsilon", "learning_rate"):
             check_number(name, getattr(self, name), minimum=0.0, strict=True)

@@ -76,10 +76,15 @@ def learning_rate_schedule(cfg: TrainConfig, steps_per_epoch: int):
 
 
 def prepare_batch(key, fixed, moving, fixed_labels, moving_labels, deform, cfg: TrainConfig):
-    """Images `(B, *S)`, int labels -> (fixed, moving, one-hot, one-hot), freshly deformed where `deform`; a
+    """Images `(B, *S)`, int labels -> (fixed, moving, one-hot, one-hot), freshly deformed (and intensity-augmented,
+    `cfg.augment_gamma/bias/noise`) where `deform`; a
     weight-conditioned recipe appends each sample's loss-weight ratios `(B, 3)` (`conditioning.sample_ratios`)."""
     aug = augment_lib.augment_batch(key, fixed, moving, fixed_labels, moving_labels, NUM_CLASSES,
                                     cfg.augment_stride, cfg.augment_max_disp)
+    if cfg.augment_gamma or cfg.augment_bias or cfg.augment_noise:  # static: off, the step is the paper's
+        images = augment_lib.intensity_batch(jax.random.fold_in(key, 2), *aug[:2], cfg.augment_gamma,
+                                             cfg.augment_bias, cfg.augment_noise)
+        aug = (*images, *aug[2:])
     plain = augment_lib.onehot_pair(fixed, moving, fixed_labels, moving_labels, NUM_CLASSES)
     batch = jax.tree.map(lambda a, b: jnp.where(deform, a, b), aug, plain)
     if cfg.conditioned:
@@ -90,7 +95,7 @@ def prepare_batch(key, fixed, moving, fixed_labels, moving_labels, deform, cfg: 
 
 
 def apply_step(state, batch, weights, model, tx, cfg: TrainConfig):
-    """One Adam step of one member on a prepared batch -> (new state, metrics {loss, ngf, curvature, label})."""
+    """One Adam step of one member on a prepared batch -> (new state, metrics {loss, *objective.TERMS})."""
     (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], model, batch, weights, cfg)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
