@@ -38,27 +38,16 @@ def _refine_rows(pairs, batch):
 
     model, chunk = jaxreg.load_model(), chunks.pair_chunk(kind="solver")
     n = len(pairs)
-    pad = (-n) % batch
-    fix = np.concatenate([pairs.fixed, pairs.fixed[:pad]])
-    mov = np.concatenate([pairs.moving, pairs.moving[:pad]])
-    slices = [slice(s, s + batch) for s in range(0, len(fix), batch)]
-    jax.block_until_ready(model(fix[:batch], mov[:batch]))
-    t0 = time.perf_counter()
-    u_net = [np.asarray(model(fix[s], mov[s])) for s in slices]
-    t_net = time.perf_counter() - t0
-    net = evaluation.summarize(pairs, evaluation.pair_table(pairs, np.concatenate(u_net)[:n]), t_net * n / len(fix),
-                               "network")
+    u_net, t_net = cv.timed_batches(lambda f, m: (model(f, m),), (pairs.fixed, pairs.moving), batch)
+    net = evaluation.summarize(pairs, evaluation.pair_table(pairs, u_net), t_net * n, "network")
     rows = [("shipped network (trained on these patients)", net)]
     for name, method, cfg, composed in (
             ("+ refine_batch(REFINE_CHOICE, composed=True): --method refine", "refine", classic.REFINE_CHOICE, True),
             ("+ refine_batch(ClassicConfig()): additive", "refine_additive", classic.ClassicConfig(), False)):
-        jax.block_until_ready(classic.refine_batch(fix[:batch], mov[:batch], u_net[0], cfg, chunk, composed))
-        t0 = time.perf_counter()
-        u_ref = [np.asarray(classic.refine_batch(fix[s], mov[s], u, cfg, chunk, composed)[0])
-                 for s, u in zip(slices, u_net)]
-        t_ref = time.perf_counter() - t0
+        u_ref, t_ref = cv.timed_batches(lambda f, m, u: classic.refine_batch(f, m, u, cfg, chunk, composed),
+                                        (pairs.fixed, pairs.moving, u_net), batch)
         rows.append((f"shipped network {name}", evaluation.summarize(
-            pairs, evaluation.pair_table(pairs, np.concatenate(u_ref)[:n]), (t_net + t_ref) * n / len(fix), method)))
+            pairs, evaluation.pair_table(pairs, u_ref), (t_net + t_ref) * n, method)))
     return rows
 
 
@@ -110,10 +99,6 @@ def main():
         print(f"\n{name}\n{report.format_results(r)}")
     print("\n" + report.comparison_table(dict(rows)))
     if args.json:
-        import json
-
-        from jaxreg.training import workdir
-
         files.write_json(args.json, {r["method"]: r for _, r in rows})
 
 

@@ -148,3 +148,22 @@ def test_cv_choice_is_the_grid_setting_the_cv_chose():
     chosen = json.loads(record.read_text())["chosen_on_all"]
     assert cv.classic_grid()[chosen] == classic.CV_CHOICE
     assert classic.CV_CHOICE != classic.ClassicConfig()
+
+
+def test_timed_batches_keeps_order_and_charges_the_padding(monkeypatch):
+    """Outputs in input order with the last batch padded; seconds a pair = timed wall time / pairs computed."""
+    import types
+
+    from jaxreg import cv
+
+    clock = types.SimpleNamespace(now=0.0)
+    monkeypatch.setattr(cv.time, "perf_counter", lambda: clock.now)
+
+    def fn(a, b):  # one second a call, whatever the batch
+        clock.now += 1.0
+        return (a * 10 + b,)
+
+    a, b = np.arange(5.0), np.ones(5)
+    out, seconds = cv.timed_batches(fn, (a, b), batch=4)
+    np.testing.assert_array_equal(out, a * 10 + 1)
+    assert seconds == pytest.approx(2.0 / 8)  # two timed calls (the warm-up untimed) for 8 pairs computed
