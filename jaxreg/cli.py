@@ -401,8 +401,8 @@ def build_parser():
     r.add_argument("--method", choices=("learned", "classic", "refine"), default=DEFAULT_METHOD,
                    help="refine (default): the network's field refined by composition with 20 classic iterations "
                    "at full resolution (jaxreg.classic.REFINE_CHOICE, chosen by patient-wise CV on a network's fold "
-                   "models: 87.2 %% mean Dice against 86.1 %% for learned, the network alone, and 86.9 %% for the "
-                   "older additive refinement, folding 0.028 against 0.026 %%; docs/results.md), ~17 against ~8 ms a "
+                   "models: 87.0 %% mean Dice against 85.9 %% for learned, the network alone, and 86.5 %% for the "
+                   "older additive refinement, folding 0.021 against 0.020 %%; docs/results.md), ~17 against ~8 ms a "
                    "slice pair on one CPU core (plus ~1.5 s of tracing a call and a one-off ~5 s solver compile, "
                    "cached); classic: no network, the "
                    "diffeomorphic setting chosen by the same CV (jaxreg.classic.CV_CHOICE: 84.4 %% against 82.9 %% "
