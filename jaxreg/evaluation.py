@@ -97,8 +97,8 @@ def summarize(pairs: PairSet, table, seconds: float, method: str = "network") ->
 
 
 def objective_terms(trainer: Trainer, params, pairs: PairSet, batch_size: int = 64, ratios=None) -> dict:
-    """The training objective's unweighted terms per pair `{ngf, curvature, label, dice_loss: (N,)}` on `pairs` as they are
-    (no augmentation), summed over the levels (`Trainer.terms`; `ratios` as in `predict`), batched and padded."""
+    """The training objective's unweighted terms per pair `{ngf, curvature, label, dice_loss: (N,)}` on `pairs` as
+    they are (no augmentation), summed over the levels (`Trainer.terms`; `ratios` as in `predict`), batched and padded."""
     bs = min(batch_size, max(len(pairs), 1))
     onehot = lambda x: jax.nn.one_hot(x.astype(np.int32), NUM_CLASSES, dtype=jnp.float32)  # noqa: E731
     out = []

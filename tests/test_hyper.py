@@ -91,8 +91,9 @@ def test_scored_objective_is_the_training_loss_at_the_weights(trained, pairs):
     for weights in ({"delta": cfg.delta, "alpha": cfg.alpha, "beta": cfg.beta},
                     {"delta": cfg.delta, "alpha": 100 * cfg.alpha, "beta": 0.0}):
         ratios = conditioning.ratios_of({k: getattr(cfg, k) for k in weights}, **weights)
+        setting = dataclasses.replace(cfg, **weights)
         res, _ = evaluation.evaluate(trainer, params, test, batch_size=2, ratios=ratios,
-                                     objective_weights=evaluation.objective_weights(dataclasses.replace(cfg, **weights)))
+                                     objective_weights=evaluation.objective_weights(setting))
         batch = (f, m, oh(test.fixed_labels), oh(test.moving_labels), jnp.broadcast_to(ratios, (5, 3)))
         want, terms = loss(params, batch)
         want = want * conditioning.loss_scale(ratios, cfg.hyper_range)

@@ -149,7 +149,8 @@ def train_locked(cfg: TrainConfig, train_pairs: PairSet, workdir, progress: bool
     return trainer, state
 
 
-SHARED_OK = ("delta", "alpha", "curvature_scale", "beta", "label_dice", "seed", "data_seed")  # members may differ in these
+# what population members may differ in: the loss weights and the seeds
+SHARED_OK = ("delta", "alpha", "curvature_scale", "beta", "label_dice", "seed", "data_seed")
 
 
 def population_configs(members: Sequence[TrainConfig]) -> list[TrainConfig]:
