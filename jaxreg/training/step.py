@@ -323,7 +323,8 @@ class Trainer:
     def terms(self, params, fixed, moving, fixed_onehot, moving_onehot, ratios=None):
         """The training objective's unweighted per-pair terms `{ngf, curvature, label, dice_loss: (B,)}` summed over
         the levels (`objective.multilevel_sample_terms`, no augmentation) for `(B, *S)` images and one-hot labels
-        `(B, *S, C)`; `ratios` as in `fields`. Weighted by `objective.weights` they give the loss the network was trained on."""
+        `(B, *S, C)`; `ratios` as in `fields`. Weighted by `objective.weights` they give the loss the network was
+        trained on."""
         if not self.cfg.conditioned and ratios is not None:
             raise ValueError("this network is not weight-conditioned: it takes no loss weights")
         condition = None
