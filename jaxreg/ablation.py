@@ -2,7 +2,8 @@
 
 `settings(base)` gives the 16 runs (the optimum + 5 factors x 3 weights; the table's 18 cells share the optimum
 row); `table(cells)` the mean +- std per cell over folds and seeds as markdown, with the paper's numbers beside;
-`PAPER_TABLE1` holds those (Hering et al. 2019, Table 1, Dice % / folding %).
+`PAPER_TABLE1` holds those (Hering et al. 2019, Table 1, Dice % / folding %). `record` and `markdown` keep every
+method run in one workdir side by side (ablation.json, ablation.md), with `agreement_table` for each pair.
 """
 
 from __future__ import annotations
