@@ -4,8 +4,8 @@
 Summary keys: `dice_{LV,RV,MYO,mean}_{before,after}`, subgroup means `dice_mean_{before,after}_{key}` for the
 direction (`ed_to_es`, `es_to_ed`), slice region (`base`, `mid`, `apex`: `PairSet.slice_region`) and pathology group
 (`group_dcm`, ...), `folding_percent[_{key}]`, `pairs_with_folding`, `seconds_per_pair`, `pairs_per_second`;
-the runs `jaxreg.cv` trains add `objective` and `objective_{ngf,curvature,label}` (`evaluate(...,
-objective_weights=...)`).
+the runs `jaxreg.cv` trains add `objective` and `objective_{ngf,curvature,label,dice_loss}` (`evaluate(...,
+objective_weights=...)`; `dice_loss` is 0 unless the recipe's `label_dice` > 0).
 """
 
 from __future__ import annotations
@@ -98,7 +98,8 @@ def summarize(pairs: PairSet, table, seconds: float, method: str = "network") ->
 
 def objective_terms(trainer: Trainer, params, pairs: PairSet, batch_size: int = 64, ratios=None) -> dict:
     """The training objective's unweighted terms per pair `{ngf, curvature, label, dice_loss: (N,)}` on `pairs` as
-    they are (no augmentation), summed over the levels (`Trainer.terms`; `ratios` as in `predict`), batched and padded."""
+    they are (no augmentation), summed over the levels (`Trainer.terms`; `ratios` as in `predict`), batched and
+    padded."""
     bs = min(batch_size, max(len(pairs), 1))
     onehot = lambda x: jax.nn.one_hot(x.astype(np.int32), NUM_CLASSES, dtype=jnp.float32)  # noqa: E731
     out = []

@@ -9,6 +9,8 @@ import math
 import os
 import pathlib
 
+import numpy as np
+
 
 def json_safe(x):
     """NaN/inf as None (JSON null), recursively; tuples as lists: result files stay valid JSON."""
@@ -45,8 +47,6 @@ def write_json(path, obj) -> pathlib.Path:
 
 def save_npz(path, **arrays) -> pathlib.Path:
     """`np.savez(path, **arrays)`, whole or not at all (`path` should end in .npz)."""
-    import numpy as np
-
     return _replace(path, lambda tmp: np.savez(tmp, **arrays), suffix=".tmp.npz")
 
 

@@ -33,10 +33,12 @@ def weights(delta, alpha, beta, curvature_scale=1.0, label_dice=0.0) -> dict:
 
 
 def level_terms(u, fixed, moving, fixed_onehot=None, moving_onehot=None, n_finest: int | None = None,
-                epsilon: float = 0.1, squared_ngf: bool = True, control=None, stride=None) -> dict:
+                epsilon: float = 0.1, squared_ngf: bool = True, control=None, stride=None,
+                with_dice: bool = False) -> dict:
     """Unweighted terms of one level, one sample: u `(*S, nd)` level pixels, images `(*S)`, one-hot `(*S, C)`.
 
     `n_finest`: pixel count of the finest level (default: this level's). Without label maps the label terms are 0.
+    `with_dice` (static): compute the Dice loss; otherwise it is 0 (a recipe with `label_dice` 0 weights it by 0).
     `control`, `stride`: u's cubic B-spline control grid, when u is one; the curvature is then computed from it
     (`bspline.curvature`: the same value, on the control grid instead of the pixels).
     """
@@ -48,7 +50,7 @@ def level_terms(u, fixed, moving, fixed_onehot=None, moving_onehot=None, n_fines
         n = math.prod(fixed.shape) if n_finest is None else n_finest
         warped = warp.warp(moving_onehot, u)
         b = losses.label_ssd(fixed_onehot, warped) / (0.5 * n * fixed_onehot.shape[-1])
-        dl = losses.dice_loss(fixed_onehot, warped)
+        dl = losses.dice_loss(fixed_onehot, warped) if with_dice else jnp.zeros((), d.dtype)
     return {"ngf": d, "curvature": r, "label": b, "dice_loss": dl}
 
 
@@ -59,7 +61,8 @@ def combine(terms: dict, w: dict):
 
 
 def multilevel_sample_terms(fields: Sequence, fixed, moving, fixed_onehot, moving_onehot, level_factors: Sequence[int],
-                            level_weights: Sequence[float], epsilon: float = 0.1, squared_ngf: bool = True) -> dict:
+                            level_weights: Sequence[float], epsilon: float = 0.1, squared_ngf: bool = True,
+                            with_dice: bool = False) -> dict:
     """Per-sample terms `(B,)` summed over levels: fields coarse -> fine `(B, *S_l, nd)`, images `(B, *S)`.
 
     Each level sees the images average-pooled by its factor; pixel sums weight a coarse level by its pixel count,
@@ -71,7 +74,8 @@ def multilevel_sample_terms(fields: Sequence, fixed, moving, fixed_onehot, movin
     for lw, u, factor in zip(level_weights, fields, level_factors):
         pool = jax.vmap(lambda a, factor=factor: warp.downsample(a, factor, len(spatial)))
         f, m, fo, mo = pool(fixed), pool(moving), pool(fixed_onehot), pool(moving_onehot)
-        t = jax.vmap(lambda *a: level_terms(*a, n_finest=n_finest, epsilon=epsilon, squared_ngf=squared_ngf))(
+        t = jax.vmap(lambda *a: level_terms(*a, n_finest=n_finest, epsilon=epsilon, squared_ngf=squared_ngf,
+                                            with_dice=with_dice))(
             u, f, m, fo, mo)
         for k in TERMS:
             total[k] = total[k] + lw * t[k]
@@ -79,10 +83,11 @@ def multilevel_sample_terms(fields: Sequence, fixed, moving, fixed_onehot, movin
 
 
 def multilevel_terms(fields: Sequence, fixed, moving, fixed_onehot, moving_onehot, level_factors: Sequence[int],
-                     level_weights: Sequence[float], epsilon: float = 0.1, squared_ngf: bool = True) -> dict:
+                     level_weights: Sequence[float], epsilon: float = 0.1, squared_ngf: bool = True,
+                     with_dice: bool = False) -> dict:
     """Batch means of `multilevel_sample_terms` (scalars)."""
     t = multilevel_sample_terms(fields, fixed, moving, fixed_onehot, moving_onehot, level_factors, level_weights,
-                                epsilon, squared_ngf)
+                                epsilon, squared_ngf, with_dice)
     return {k: jnp.mean(v) for k, v in t.items()}
 
 

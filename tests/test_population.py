@@ -129,3 +129,5 @@ def test_population_members_may_differ_only_in_weights_and_seed():
     out = loop.population_configs([CFG, dataclasses.replace(CFG, seed=3, alpha=1.0)])
     assert [m.data_seed for m in out] == [0, 0] and out[1].seed == 3  # one data seed: common random numbers
     assert json.loads(json.dumps([m.to_json() for m in out]))[1]["alpha"] == 1.0
+    with pytest.raises(ConfigError, match="member 1: label_dice 0.1 differs"):  # the compiled step computes it or not
+        loop.population_configs([CFG, dataclasses.replace(CFG, label_dice=0.1)])

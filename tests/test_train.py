@@ -91,6 +91,10 @@ def test_loss_is_the_sum_of_library_terms():
     np.testing.assert_allclose(loss, want, rtol=2e-4)
     assert set(terms) == {"ngf", "curvature", "label", "dice_loss"}
     assert 0.0 < float(terms["dice_loss"]) < 3.0  # three levels, each in [0, 1]
+    off = dataclasses.replace(cfg, label_dice=0.0)  # not computed at weight 0: the loss loses exactly its share
+    loss_off, terms_off = train.loss_fn(params, model, (f, m, fo, mo), train.loss_weights(off), off)
+    assert float(terms_off["dice_loss"]) == 0.0
+    np.testing.assert_allclose(loss_off, loss - 5.0 * 0.3 * terms["dice_loss"], rtol=1e-5)  # batch means
 
 
 def test_intensity_augmentation_changes_only_the_deformed_passes_images():

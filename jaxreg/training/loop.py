@@ -149,8 +149,9 @@ def train_locked(cfg: TrainConfig, train_pairs: PairSet, workdir, progress: bool
     return trainer, state
 
 
-# what population members may differ in: the loss weights and the seeds
-SHARED_OK = ("delta", "alpha", "curvature_scale", "beta", "label_dice", "seed", "data_seed")
+# what population members may differ in: the loss weights and the seeds (not label_dice: whether the Dice loss is
+# computed at all is decided once for the compiled step)
+SHARED_OK = ("delta", "alpha", "curvature_scale", "beta", "seed", "data_seed")
 
 
 def population_configs(members: Sequence[TrainConfig]) -> list[TrainConfig]:

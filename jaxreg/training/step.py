@@ -39,7 +39,7 @@ LOOPS = ("scan", "dispatch")
 
 
 def loss_weights(cfg: TrainConfig) -> dict:
-    """The recipe's weights as arrays (`objective.weights`): delta, alpha * curvature_scale, beta, beta * label_dice."""
+    """The recipe's weights as arrays (`objective.weights`): delta, alpha_eff, beta, beta * label_dice."""
     return objective.weights(cfg.delta, cfg.alpha, cfg.beta, cfg.curvature_scale, cfg.label_dice)
 
 
@@ -54,13 +54,13 @@ def loss_fn(params, model: RegNet, batch, weights: dict, cfg: TrainConfig):
     if not cfg.conditioned:
         fields = dense_fields(model.apply(params, fixed, moving), fixed.shape[1:], cfg.model)
         terms = objective.multilevel_terms(fields, fixed, moving, fixed_oh, moving_oh, cfg.model.level_factors,
-                                           cfg.level_weights, cfg.epsilon, cfg.squared_ngf)
+                                           cfg.level_weights, cfg.epsilon, cfg.squared_ngf, cfg.label_dice > 0)
         return objective.combine(terms, weights), terms
     ratios = batch[4]
     controls = model.apply(params, fixed, moving, conditioning.encode(ratios))
     fields = dense_fields(controls, fixed.shape[1:], cfg.model)
     terms = objective.multilevel_sample_terms(fields, fixed, moving, fixed_oh, moving_oh, cfg.model.level_factors,
-                                              cfg.level_weights, cfg.epsilon, cfg.squared_ngf)
+                                              cfg.level_weights, cfg.epsilon, cfg.squared_ngf, cfg.label_dice > 0)
     per_sample = objective.combine(terms, conditioning.scaled_weights(weights, ratios))
     loss = jnp.mean(per_sample / conditioning.loss_scale(ratios, cfg.hyper_range))
     return loss, {k: jnp.mean(v) for k, v in terms.items()}
@@ -77,8 +77,8 @@ def learning_rate_schedule(cfg: TrainConfig, steps_per_epoch: int):
 
 def prepare_batch(key, fixed, moving, fixed_labels, moving_labels, deform, cfg: TrainConfig):
     """Images `(B, *S)`, int labels -> (fixed, moving, one-hot, one-hot), freshly deformed (and intensity-augmented,
-    `cfg.augment_gamma/bias/noise`) where `deform`; a
-    weight-conditioned recipe appends each sample's loss-weight ratios `(B, 3)` (`conditioning.sample_ratios`)."""
+    `cfg.augment_gamma/bias/noise`) where `deform`; a weight-conditioned recipe appends each sample's loss-weight
+    ratios `(B, 3)` (`conditioning.sample_ratios`)."""
     aug = augment_lib.augment_batch(key, fixed, moving, fixed_labels, moving_labels, NUM_CLASSES,
                                     cfg.augment_stride, cfg.augment_max_disp)
     if cfg.augment_gamma or cfg.augment_bias or cfg.augment_noise:  # static: off, the step is the paper's
@@ -324,7 +324,7 @@ class Trainer:
         """The training objective's unweighted per-pair terms `{ngf, curvature, label, dice_loss: (B,)}` summed over
         the levels (`objective.multilevel_sample_terms`, no augmentation) for `(B, *S)` images and one-hot labels
         `(B, *S, C)`; `ratios` as in `fields`. Weighted by `objective.weights` they give the loss the network was
-        trained on."""
+        trained on (the Dice loss is computed only for a recipe with `label_dice` > 0, else 0, as in training)."""
         if not self.cfg.conditioned and ratios is not None:
             raise ValueError("this network is not weight-conditioned: it takes no loss weights")
         condition = None
@@ -334,7 +334,7 @@ class Trainer:
         fields = dense_fields(self.model.apply(params, fixed, moving, condition), fixed.shape[1:], self.cfg.model)
         return objective.multilevel_sample_terms(fields, fixed, moving, fixed_onehot, moving_onehot,
                                                  self.cfg.model.level_factors, self.cfg.level_weights,
-                                                 self.cfg.epsilon, self.cfg.squared_ngf)
+                                                 self.cfg.epsilon, self.cfg.squared_ngf, self.cfg.label_dice > 0)
 
     def upload(self, *arrays):
         """Arrays put once on every device (the training set of a device-resident loop)."""
