@@ -85,10 +85,15 @@ def split(exp: ExperimentConfig, pairs: PairSet) -> tuple[PairSet, PairSet]:
 
 def identity(exp: ExperimentConfig, train_pairs: PairSet, test_pairs: PairSet) -> dict:
     """experiment.json: what makes a workdir's result a result of THIS fold of THIS split of THIS data."""
+    return _split_identity(exp) | {"train_patients": train_pairs.patients, "test_patients": test_pairs.patients,
+                                   "skipped_patients": dict(train_pairs.skipped)}
+
+
+def _split_identity(exp: ExperimentConfig) -> dict:
+    """experiment.json's fields known before the data is read: the split, the data folder (resolved), the crop."""
     meta = {k: v for k, v in dataclasses.asdict(exp).items() if k not in ("train", "data_dir")}
-    return meta | {"data_dir": exp.data_dir, "data": str(pathlib.Path(exp.data_dir).resolve()) if exp.data_dir
-                   else "phantom", "train_patients": train_pairs.patients, "test_patients": test_pairs.patients,
-                   "skipped_patients": dict(train_pairs.skipped)}
+    return meta | {"data_dir": exp.data_dir,
+                   "data": str(pathlib.Path(exp.data_dir).resolve()) if exp.data_dir else "phantom"}
 
 
 def run_fold(exp: ExperimentConfig, workdir, pairs: PairSet | None = None, progress: bool = True,
@@ -145,9 +150,13 @@ def run_hyper_fold(exp: ExperimentConfig, settings: dict, workdir, pairs: PairSe
     resumable), then scored on the test patients at every setting: `settings` is `{name: TrainConfig}` differing
     from `exp.train` only in delta, alpha, beta. Returns `{name: results}`, written to `workdir/<name>/results.json`
     with the training objective at the setting's weights (`evaluation.evaluate`'s `objective_weights`; a finished
-    setting is read back, not recomputed, unless its record predates that)."""
+    setting is read back, not recomputed, unless its record predates that). A fold whose network result and every
+    setting's record are finished is read back without its checkpoints (records restored from `docs/`)."""
     if not exp.train.conditioned:
         raise ConfigError("a weight-conditioned run needs model.condition_features > 0 (--config hyper)")
+    done = {name: _setting_result(workdir, name, cfg) for name, cfg in settings.items()}
+    if _finished_recipe(workdir, exp) and all(r is not None for r in done.values()):
+        return done
     pairs = load_pairs(exp) if pairs is None else pairs
     run_fold(exp, workdir, pairs, progress, chunk_steps)
     test = check_test_patients(workdir, exp, pairs)
@@ -156,10 +165,9 @@ def run_hyper_fold(exp: ExperimentConfig, settings: dict, workdir, pairs: PairSe
     trainer = params = None
     out = {}
     for name, cfg in settings.items():
-        path = evaluation.results_path(pathlib.Path(workdir) / name)
         weights = {w: getattr(cfg, w) for w in conditioning.WEIGHTS}
-        done = wd.read_json(path, "results") if path.is_file() else None
-        if done is None or "objective" not in done or any(done.get(w) != v for w, v in weights.items()):
+        done = _setting_result(workdir, name, cfg)
+        if done is None:
             if trainer is None:
                 trainer, params = wd.load_trained(workdir, test.fixed.shape[1:])
             res, table = evaluation.evaluate(trainer, params, test, ratios=conditioning.ratios_of(centre, **weights),
@@ -170,6 +178,27 @@ def run_hyper_fold(exp: ExperimentConfig, settings: dict, workdir, pairs: PairSe
             done = res
         out[name] = done
     return out
+
+
+def _finished_recipe(workdir, exp: ExperimentConfig) -> bool:
+    """Whether `workdir` holds a finished result of fold `exp.fold` of this split, trained with `exp.train`."""
+    workdir = pathlib.Path(workdir)
+    res = finished_result(workdir, exp.num_folds)
+    if res is None or res.get("fold") != exp.fold or not (workdir / "experiment.json").is_file():
+        return False
+    meta = wd.read_json(workdir / "experiment.json", "experiment record (experiment.json)")
+    want = _split_identity(exp)
+    same = all(meta.get(k) == want[k] for k in wd.IDENTITY_FIELDS if k in want)
+    return same and wd.read_config(workdir) == exp.train
+
+
+def _setting_result(workdir, name: str, cfg) -> dict | None:
+    """`workdir/<name>/results.json` of a hyper fold if it is finished at `cfg`'s weights, with the objective."""
+    path = evaluation.results_path(pathlib.Path(workdir) / name)
+    res = wd.read_json(path, "results") if path.is_file() else None
+    if res is None or "objective" not in res or any(res.get(w) != getattr(cfg, w) for w in conditioning.WEIGHTS):
+        return None
+    return res
 
 
 @contextlib.contextmanager

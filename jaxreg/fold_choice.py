@@ -80,12 +80,22 @@ def fold_tables(root, pairs: PairSet, num_folds: int, candidates: dict, score, c
     """Every candidate's pair table on every finished fold's test pairs, pooled in `pairs`' order.
 
     `score(fold_dir, exp, test, candidate) -> (table, seconds a pair)` computes one (cached in
-    `root/fold{k}/<cache>/NAME.npz`); `check(fold_dir, exp)` may refuse a fold (ConfigError). Returns
-    `{"folds": [k...], "pairs": the pooled PairSet, "fold_of": (N,) fold per pooled pair, "tables": {name:
-    table}, "seconds": {name: seconds a pair}, "exp": the first fold's ExperimentConfig}`.
+    `root/fold{k}/<cache>/NAME.npz`); `check(fold_dir, exp)` may refuse a fold (ConfigError). A finished fold
+    with neither a checkpoint nor every candidate's cache (records restored from `docs/` without the model) is
+    skipped and named. Returns `{"folds": [k...], "skipped_folds": [k...], "pairs": the pooled PairSet, "fold_of":
+    (N,) fold per pooled pair, "tables": {name: table}, "seconds": {name: seconds a pair}, "exp": the first fold's
+    ExperimentConfig}`.
     """
     root = pathlib.Path(root)
-    folds = finished_folds(root, num_folds)
+    names = list(candidates)
+    finished = finished_folds(root, num_folds)
+    skipped = [k for k in finished if not scorable(root / f"fold{k}", cache, names)]
+    for k in skipped:
+        progress(f"fold {k}: skipped (a finished result without its checkpoint or every candidate's "
+                 f"{root / f'fold{k}' / cache}/NAME.npz)")
+    folds = [k for k in finished if k not in skipped]
+    if not folds:
+        raise ConfigError(f"{root}: no finished fold has its checkpoint or the cached candidate tables")
     exps = {k: cv.experiment_of(root / f"fold{k}", data_dir) for k in folds}
     first = exps[folds[0]]
     for k, exp in exps.items():
@@ -94,7 +104,6 @@ def fold_tables(root, pairs: PairSet, num_folds: int, candidates: dict, score, c
                               f"{first.fold_seed}")
         if check is not None:
             check(root / f"fold{k}", exp)
-    names = list(candidates)
     fold_all = selection.pair_folds(pairs, num_folds, first.fold_seed)
     index = np.flatnonzero(np.isin(fold_all, folds))
     sub, fold_of = pairs.subset(index), fold_all[index]
@@ -115,8 +124,14 @@ def fold_tables(root, pairs: PairSet, num_folds: int, candidates: dict, score, c
                 tables[n][j][rows] = table[j]
             seconds[n] += sec * len(rows) / len(sub)
         progress(f"fold {k}: {len(names)} candidates scored on {len(rows)} pairs")
-    return {"folds": folds, "pairs": sub, "fold_of": fold_of, "tables": {n: tuple(t) for n, t in tables.items()},
-            "seconds": seconds, "exp": first}
+    return {"folds": folds, "skipped_folds": skipped, "pairs": sub, "fold_of": fold_of,
+            "tables": {n: tuple(t) for n, t in tables.items()}, "seconds": seconds, "exp": first}
+
+
+def scorable(fold_dir, cache: str, names) -> bool:
+    """Whether a fold's candidates can be scored: its checkpoint is there, or every `fold_dir/<cache>/NAME.npz`."""
+    fold_dir = pathlib.Path(fold_dir)
+    return wd.has_checkpoint(fold_dir) or all((fold_dir / cache / f"{n}.npz").is_file() for n in names)
 
 
 def choose(root, scored: dict, method: str, num_folds: int, tolerance: float | None = None, annotate=None) -> dict:
@@ -140,7 +155,8 @@ def choose(root, scored: dict, method: str, num_folds: int, tolerance: float | N
                                                 0.0)["dice_mean_after"]
     spent = float(sum(seconds[chosen[int(k)]] for k in fold_of))  # each pair at its fold's choice's seconds a pair
     res = evaluation.summarize(sub, pooled, spent, method=method)
-    res.update(num_folds=num_folds, fold_seed=scored["exp"].fold_seed, folds=scored["folds"], candidates=len(names),
+    res.update(num_folds=num_folds, fold_seed=scored["exp"].fold_seed, folds=scored["folds"],
+               skipped_folds=scored["skipped_folds"], candidates=len(names),
                chosen_per_fold={str(k): v for k, v in chosen.items()}, dice_mean_after_per_fold=per_fold,
                chosen_on_all=selection.best(tables, None, MAX_FOLDING_PERCENT, costs, tolerance or 0.0),
                max_folding_percent=MAX_FOLDING_PERCENT, first_candidate=names[0], tolerance=tolerance)

@@ -136,7 +136,9 @@ def fold_choice_report(out: dict, method: str, title: str, reference: str, label
              f"{res['patients']} patients), {res['candidates']} candidates; admissible: folding < "
              f"{res['max_folding_percent']} % on the other folds"
              + (f"; the fastest within {100 * res['tolerance']:g} Dice points of the best there"
-                if res.get("tolerance") else "") + ".", "",
+                if res.get("tolerance") else "") + "."
+             + (f" Finished folds {','.join(map(str, res['skipped_folds']))} are not in it: their model and cached "
+                "candidate tables are not here." if res.get("skipped_folds") else ""), "",
              "Chosen per fold (on the other finished folds), and the fold's mean Dice with it: " + ", ".join(
                  f"fold {k} {v} ({100 * res['dice_mean_after_per_fold'][k]:.1f} %)"
                  for k, v in res["chosen_per_fold"].items()) + ".",

@@ -3,6 +3,7 @@ and the CLI at chosen weights, and one fold scored at every Table 1 setting."""
 
 import dataclasses
 import json
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from jaxreg import ablation, cli, conditioning, cv, evaluation, losses
+from jaxreg import ablation, cli, conditioning, cv, evaluation, losses, selection
 from jaxreg.data import phantom_pairs
 from jaxreg.inference import load_model
 from jaxreg.models import RegNet
@@ -176,7 +177,7 @@ def test_cli_weight_errors_are_one_line_exit_2(patient, tmp_path, capsys, case):
     assert not (tmp_path / "out").exists()
 
 
-def test_hyper_fold_scores_every_setting_and_resumes(tmp_path):
+def test_hyper_fold_scores_every_setting_and_resumes(tmp_path, monkeypatch):
     from experiments.configs import tiny
 
     exp = tiny.get_config()
@@ -202,6 +203,15 @@ def test_hyper_fold_scores_every_setting_and_resumes(tmp_path):
         + out["beta_x0"]["objective_curvature"] * exp.train.alpha * exp.train.curvature_scale, rel=1e-5)
     again = cv.run_hyper_fold(exp, chosen, tmp_path)  # read back, nothing retrained or rescored
     assert again == {n: json.loads((tmp_path / n / "results.json").read_text()) for n in chosen}
+    # the records without the checkpoints (restored from docs/ on another machine): read back, not retrained
+    records = tmp_path / "records"
+    shutil.copytree(tmp_path, records, ignore=shutil.ignore_patterns("checkpoints", "records"))
+    calls, real_run_fold = [], cv.run_fold
+    monkeypatch.setattr(cv, "run_fold", lambda *a, **k: calls.append(a) or real_run_fold(*a, **k))
+    assert cv.run_hyper_fold(exp, chosen, records) == again and not calls
+    other = dataclasses.replace(exp, train=dataclasses.replace(exp.train, alpha=2 * exp.train.alpha))
+    cv.run_hyper_fold(other, {"opt": other.train}, records)  # another recipe: trained, not read back
+    assert len(calls) == 1 and json.loads((records / "config.json").read_text())["alpha"] == other.train.alpha
     with pytest.raises(Exception, match="condition_features"):
         cv.run_hyper_fold(dataclasses.replace(exp, train=dataclasses.replace(
             exp.train, model=dataclasses.replace(exp.train.model, condition_features=0))), chosen, tmp_path / "x")
@@ -277,6 +287,23 @@ def test_weights_and_refinement_chosen_on_the_other_folds_score_each_fold_and_re
     assert ref["refine_cv"]["dice_mean_after"] != ref["network"]["dice_mean_after"]  # the refinement moved fields
     with pytest.raises(ConfigError, match="network"):
         fold_choice.select_refinement(tmp_path, pairs, 2, {"network": refines["additive"]}, progress=lambda *_: None)
+    # records without checkpoints: a fold with every cached table is scored from them, one without is skipped
+    records = tmp_path / "records"
+    for k in (0, 1):
+        shutil.copytree(tmp_path / f"fold{k}", records / f"fold{k}",
+                        ignore=shutil.ignore_patterns("checkpoints", *(("refine",) if k else ())))
+
+    def no_score(*a):
+        raise AssertionError("a cached table was computed again")
+
+    lines = []
+    scored = fold_choice.fold_tables(records, pairs, 2, {"network": None, **refines}, no_score, "refine",
+                                     progress=lines.append)
+    assert scored["folds"] == [0] and scored["skipped_folds"] == [1] and "fold 1: skipped" in lines[0]
+    assert len(scored["pairs"]) == int((selection.pair_folds(pairs, 2, exp.fold_seed) == 0).sum())
+    shutil.rmtree(records / "fold0" / "refine")
+    with pytest.raises(ConfigError, match="no finished fold has its checkpoint"):
+        fold_choice.fold_tables(records, pairs, 2, refines, no_score, "refine", progress=lines.append)
     cmd = [sys.executable, "-m", "experiments.refine_cv", "--workdir", str(tmp_path), "--num_folds", "2",
            "--candidates", "additive_default,composed_a2_it20"]
     run = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
