@@ -105,6 +105,9 @@ def run_fold(exp: ExperimentConfig, workdir, pairs: PairSet | None = None, progr
     A start that fails before its first checkpoint leaves nothing behind.
     """
     exp.validate()
+    if finished_result(workdir, exp.num_folds) is not None and not wd.has_checkpoint(workdir):
+        raise ConfigError(f"{pathlib.Path(workdir) / 'results.json'}: a finished fold's records without its "
+                          "checkpoints (restored from docs/?): training again would overwrite them; use a new --workdir")
     pairs = load_pairs(exp) if pairs is None else pairs
     train_pairs, test_pairs = split(exp, pairs)
     with _claimed_workdir(workdir, identity(exp, train_pairs, test_pairs)) as workdir:
@@ -154,7 +157,8 @@ def run_hyper_fold(exp: ExperimentConfig, settings: dict, workdir, pairs: PairSe
     setting's record are finished is read back without its checkpoints (records restored from `docs/`)."""
     if not exp.train.conditioned:
         raise ConfigError("a weight-conditioned run needs model.condition_features > 0 (--config hyper)")
-    done = {name: _setting_result(workdir, name, cfg) for name, cfg in settings.items()}
+    rescore = wd.has_checkpoint(workdir)  # records without the objective are rescored where the model is here
+    done = {name: _setting_result(workdir, name, cfg, rescore) for name, cfg in settings.items()}
     if _finished_recipe(workdir, exp) and all(r is not None for r in done.values()):
         return done
     pairs = load_pairs(exp) if pairs is None else pairs
@@ -192,11 +196,13 @@ def _finished_recipe(workdir, exp: ExperimentConfig) -> bool:
     return same and wd.read_config(workdir) == exp.train
 
 
-def _setting_result(workdir, name: str, cfg) -> dict | None:
-    """`workdir/<name>/results.json` of a hyper fold if it is finished at `cfg`'s weights, with the objective."""
+def _setting_result(workdir, name: str, cfg, need_objective: bool = True) -> dict | None:
+    """`workdir/<name>/results.json` of a hyper fold if it is finished at `cfg`'s weights (and, with
+    `need_objective`, records the training objective there)."""
     path = evaluation.results_path(pathlib.Path(workdir) / name)
     res = wd.read_json(path, "results") if path.is_file() else None
-    if res is None or "objective" not in res or any(res.get(w) != getattr(cfg, w) for w in conditioning.WEIGHTS):
+    if res is None or (need_objective and "objective" not in res) or any(
+            res.get(w) != getattr(cfg, w) for w in conditioning.WEIGHTS):
         return None
     return res
 

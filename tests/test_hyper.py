@@ -179,6 +179,7 @@ def test_cli_weight_errors_are_one_line_exit_2(patient, tmp_path, capsys, case):
 
 def test_hyper_fold_scores_every_setting_and_resumes(tmp_path, monkeypatch):
     from experiments.configs import tiny
+    from jaxreg.errors import ConfigError
 
     exp = tiny.get_config()
     exp = dataclasses.replace(exp, train=dataclasses.replace(
@@ -209,9 +210,17 @@ def test_hyper_fold_scores_every_setting_and_resumes(tmp_path, monkeypatch):
     calls, real_run_fold = [], cv.run_fold
     monkeypatch.setattr(cv, "run_fold", lambda *a, **k: calls.append(a) or real_run_fold(*a, **k))
     assert cv.run_hyper_fold(exp, chosen, records) == again and not calls
+    # without the objective (older records) they are still read back: there is no model to rescore them with
+    for n in chosen:
+        stored = json.loads((records / n / "results.json").read_text())
+        (records / n / "results.json").write_text(json.dumps({k: v for k, v in stored.items() if k != "objective"}))
+    assert cv.run_hyper_fold(exp, chosen, records)["opt"]["dice_mean_after"] == again["opt"]["dice_mean_after"]
+    # another recipe is not read back, and training it would overwrite the records: refused, nothing written
     other = dataclasses.replace(exp, train=dataclasses.replace(exp.train, alpha=2 * exp.train.alpha))
-    cv.run_hyper_fold(other, {"opt": other.train}, records)  # another recipe: trained, not read back
-    assert len(calls) == 1 and json.loads((records / "config.json").read_text())["alpha"] == other.train.alpha
+    before = {p: p.read_bytes() for p in records.rglob("*") if p.is_file()}
+    with pytest.raises(ConfigError, match="without its checkpoints"):
+        cv.run_hyper_fold(other, {"opt": other.train}, records)
+    assert len(calls) == 1 and before == {p: p.read_bytes() for p in records.rglob("*") if p.is_file()}
     with pytest.raises(Exception, match="condition_features"):
         cv.run_hyper_fold(dataclasses.replace(exp, train=dataclasses.replace(
             exp.train, model=dataclasses.replace(exp.train.model, condition_features=0))), chosen, tmp_path / "x")
