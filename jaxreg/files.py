@@ -55,3 +55,11 @@ def save_figure(fig, path, **kwargs) -> pathlib.Path:
     path = pathlib.Path(path)
     return _replace(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip(".") or None, **kwargs),
                     suffix=f".tmp{path.suffix}")
+
+
+def copy_file(src, dst) -> pathlib.Path:
+    """The bytes of `src` to `dst` (its folder made), whole or not at all."""
+    dst = pathlib.Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    data = pathlib.Path(src).read_bytes()
+    return _replace(dst, lambda tmp: tmp.write_bytes(data))
