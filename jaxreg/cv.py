@@ -168,10 +168,12 @@ def run_hyper_fold(exp: ExperimentConfig, settings: dict, workdir, pairs: PairSe
     n_train = len(split(exp, pairs)[0])
     trainer = params = None
     out = {}
+    if not rescore:  # the model was trained just now: every record needs the objective
+        done = {name: _setting_result(workdir, name, cfg) for name, cfg in settings.items()}
     for name, cfg in settings.items():
         weights = {w: getattr(cfg, w) for w in conditioning.WEIGHTS}
-        done = _setting_result(workdir, name, cfg)
-        if done is None:
+        res = done[name]
+        if res is None:
             if trainer is None:
                 trainer, params = wd.load_trained(workdir, test.fixed.shape[1:])
             res, table = evaluation.evaluate(trainer, params, test, ratios=conditioning.ratios_of(centre, **weights),
@@ -179,8 +181,7 @@ def run_hyper_fold(exp: ExperimentConfig, settings: dict, workdir, pairs: PairSe
             res.update(fold=exp.fold, num_folds=exp.num_folds, train_pairs=n_train,
                        data=exp.data_dir or "phantom", setting=name, seed=exp.train.seed, **weights)
             evaluation.write_results(pathlib.Path(workdir) / name, res, test, table)
-            done = res
-        out[name] = done
+        out[name] = res
     return out
 
 

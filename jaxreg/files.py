@@ -57,9 +57,8 @@ def save_figure(fig, path, **kwargs) -> pathlib.Path:
                     suffix=f".tmp{path.suffix}")
 
 
-def copy_file(src, dst) -> pathlib.Path:
-    """The bytes of `src` to `dst` (its folder made), whole or not at all."""
-    dst = pathlib.Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    data = pathlib.Path(src).read_bytes()
-    return _replace(dst, lambda tmp: tmp.write_bytes(data))
+def write_bytes(path, data: bytes) -> pathlib.Path:
+    """`data` to `path` (its folder made), whole or not at all."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return _replace(path, lambda tmp: tmp.write_bytes(data))

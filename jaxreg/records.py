@@ -34,15 +34,18 @@ def record_files(root) -> list[pathlib.Path]:
 
 
 def copy_records(src, dst, overwrite: bool = True) -> list[pathlib.Path]:
-    """`src`'s record files to the same paths under `dst` (each written whole, `files.copy_file`); returns those
+    """`src`'s record files to the same paths under `dst` (each written whole, `files.write_bytes`); returns those
     written (relative). A file already in `dst` with the same bytes is left alone; one with other bytes is replaced,
     or kept with `overwrite=False` (restoring into a run folder never replaces what the run wrote)."""
     src, dst = pathlib.Path(src), pathlib.Path(dst)
     written = []
     for rel in record_files(src):
         target = dst / rel
-        if target.is_file() and (not overwrite or target.read_bytes() == (src / rel).read_bytes()):
+        if target.is_file() and not overwrite:
             continue
-        files.copy_file(src / rel, target)
+        data = (src / rel).read_bytes()
+        if target.is_file() and target.read_bytes() == data:
+            continue
+        files.write_bytes(target, data)
         written.append(rel)
     return written
