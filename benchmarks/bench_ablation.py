@@ -7,18 +7,20 @@ paper's network. Then the weight-conditioned (hyper) network's step (`--config h
 weights) against the single run's: one hyper training answers all 16 settings.
 
     python benchmarks/bench_ablation.py [--sizes 1,4,16] [--steps 4] [--repeats 3] [--member_chunk N] [--nohyper]
+        [--glibc_malloc_defaults] [--jaxlib_convolutions]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import resource
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from timing import add_convolution_flag, apply_convolution_flag, median_time  # benchmarks/ on sys.path
+from timing import add_runtime_flags, apply_runtime_flags, median_time  # benchmarks/ on sys.path
 from jaxreg import ablation
 from jaxreg import training as train
 from jaxreg.data import phantom_pairs
@@ -34,9 +36,9 @@ def main():
     ap.add_argument("--member_chunk", type=int, default=None, help="members vmapped together (default: 1 on CPU, "
                     "all on an accelerator)")
     ap.add_argument("--nohyper", dest="hyper", action="store_false", help="skip the hyper network's step")
-    add_convolution_flag(ap)
+    add_runtime_flags(ap)
     args = ap.parse_args()
-    eigen = apply_convolution_flag(args)
+    eigen = apply_runtime_flags(args)
     cfg = train.TrainConfig(batch_size=args.batch)
     ps = phantom_pairs(64, seed=0)
     settings = list(ablation.settings(cfg).values())
@@ -55,11 +57,18 @@ def main():
         box["state"], m = tr.run_steps(box["state"], data, index, deform, keys, valid, w1)
         jax.block_until_ready(m)
 
-    t_single = median_time(single, 1, args.repeats) / T
+    single()  # compiles; warm-up
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    t_single = median_time(single, 0, args.repeats) / T
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    n = args.repeats * T
     dev = jax.devices()[0]
     print(f"device {dev.platform} ({dev.device_kind}) x {len(jax.devices())}; Eigen convolutions: {eigen}; "
           f"member_chunk {tr.member_chunk if tr.member_chunk < 2**30 else 'all'}; batch {args.batch} x 112 x 112")
-    print(f"single run: {t_single * 1e3:.0f} ms/step")
+    kernel_ms, faults = (r1.ru_stime - r0.ru_stime) / n * 1e3, (r1.ru_minflt - r0.ru_minflt) / n
+    print(f"single run: {t_single * 1e3:.0f} ms/step; a step's kernel CPU time {kernel_ms:.0f} ms, minor page faults "
+          f"{faults:.0f} (malloc: "
+          f"{'glibc defaults' if args.glibc_malloc_defaults else 'jaxreg.runtime.malloc.keep_freed_memory'})")
     print("| members P | population s/step | per member-step s | vs single | settings x steps /s | "
           "sequential singles settings x steps /s | speed-up |")
     print("|---|---|---|---|---|---|---|")

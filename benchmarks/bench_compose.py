@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from timing import add_convolution_flag, apply_convolution_flag, median_time  # benchmarks/ on sys.path
+from timing import add_runtime_flags, apply_runtime_flags, median_time  # benchmarks/ on sys.path
 
 
 def _ms_per_call(fn, x, repeats: int, calls: int = 100) -> float:
@@ -52,9 +52,9 @@ def main():
     ap.add_argument("--classic", default="a0.1_e0.1_it80_l3_ss4", help="a jaxreg.cv.classic_grid() setting")
     ap.add_argument("--pairs", type=int, default=24, help="random pairs for part 1's iterations and time")
     ap.add_argument("--repeats", type=int, default=5)
-    add_convolution_flag(ap)
+    add_runtime_flags(ap)
     args = ap.parse_args()
-    apply_convolution_flag(args)
+    apply_runtime_flags(args)
     from jaxreg import bspline, classic, cv, objective, warp
     from jaxreg.data import load_acdc_pairs
 

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from timing import add_convolution_flag, apply_convolution_flag, median_time  # benchmarks/ is on sys.path
+from timing import add_runtime_flags, apply_runtime_flags, median_time  # benchmarks/ is on sys.path
 from jaxreg.runtime import conv
 
 # (side, c_in, c_out, stride) of the encoder's 3x3 layers for RegNetConfig's default (16, 32, 32, 64, 64)
@@ -80,9 +80,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2, help="PyTorch threads (XLA uses all the process's CPUs)")
     ap.add_argument("--sweep", type=int, nargs="*", default=[],
                     help="also time 112^2 C->C stride-1 layers at these channel counts")
-    add_convolution_flag(ap)
+    add_runtime_flags(ap)
     args = ap.parse_args()
-    eigen = apply_convolution_flag(args)
+    eigen = apply_runtime_flags(args)
     layers = ENCODER_LAYERS + [(112, c, c, 1) for c in args.sweep]
     cols = ["jaxreg", "jax NHWC", "jax NCHW", "torch NCHW", "torch CL"]
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, Eigen convolutions (jaxreg.runtime.xla_cpu): {eigen}, "

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from timing import (add_convolution_flag, add_torch_device_flag, apply_convolution_flag, median_time,  # noqa: I001
+from timing import (add_runtime_flags, add_torch_device_flag, apply_runtime_flags, median_time,  # noqa: I001
                     torch_device, wall_times)  # benchmarks/ on sys.path
 from jaxreg import bspline, evaluation
 from jaxreg import training as train
@@ -178,12 +178,12 @@ def main():
     ap.add_argument("--loop_pairs", type=int, default=640, help="phantom training pairs of the loop (ACDC's folds "
                     "train on ~640)")
     ap.add_argument("--loop_augment", type=int, default=8, help="passes an epoch in the loop (the paper's 8)")
-    add_convolution_flag(ap)
+    add_runtime_flags(ap)
     add_torch_device_flag(ap)
     args = ap.parse_args()
     if args.loop_epochs == 1 or args.loop_epochs < 0:
         ap.error("--loop_epochs: 0 (skip) or >= 2 (the first epoch compiles and is left out)")
-    eigen = apply_convolution_flag(args)
+    eigen = apply_runtime_flags(args)
     if args.cpu_devices > 1:
         jax.config.update("jax_num_cpu_devices", args.cpu_devices)
     import torch

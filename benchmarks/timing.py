@@ -21,17 +21,25 @@ def median_time(fn, warmup: int, repeats: int) -> float:
     return statistics.median(wall_times(fn, warmup, repeats))
 
 
-def add_convolution_flag(ap) -> None:
-    """Adds --jaxlib_convolutions to an argparse parser (off: jaxreg.xla_cpu's Eigen convolutions, as entry points)."""
+def add_runtime_flags(ap) -> None:
+    """Adds --jaxlib_convolutions and --glibc_malloc_defaults to an argparse parser (off: jaxreg.runtime's Eigen
+    convolutions and malloc settings, as the entry points apply them)."""
     ap.add_argument("--jaxlib_convolutions", action="store_true",
                     help="leave convolutions to jaxlib's default (YNNPACK for large ones on jaxlib 0.10.2) instead of "
                          "jaxreg.runtime.xla_cpu.prefer_eigen_convolutions, which the entry points apply")
+    ap.add_argument("--glibc_malloc_defaults", action="store_true",
+                    help="leave glibc's malloc as it is instead of jaxreg.runtime.malloc.keep_freed_memory, which the "
+                         "entry points apply (one process: it affects the peers too)")
 
 
-def apply_convolution_flag(args) -> bool:
-    """Applies jaxreg.runtime.xla_cpu.prefer_eigen_convolutions unless --jaxlib_convolutions; call before JAX starts."""
-    from jaxreg.runtime import xla_cpu
+def apply_runtime_flags(args) -> bool:
+    """Applies jaxreg.runtime.malloc.keep_freed_memory unless --glibc_malloc_defaults, then
+    jaxreg.runtime.xla_cpu.prefer_eigen_convolutions unless --jaxlib_convolutions (-> whether the latter is in
+    effect); call before JAX starts."""
+    from jaxreg.runtime import malloc, xla_cpu
 
+    if not args.glibc_malloc_defaults:
+        malloc.keep_freed_memory()
     return False if args.jaxlib_convolutions else xla_cpu.prefer_eigen_convolutions()
 
 

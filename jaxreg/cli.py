@@ -422,13 +422,18 @@ def build_parser():
     r.add_argument("--no-eigen-convolutions", dest="eigen_convolutions", action="store_false",
                    help="leave XLA:CPU's convolutions to jaxlib's default (YNNPACK for large ones on jaxlib 0.10.2; "
                         "by default jaxreg keeps them on Eigen, 1.4x faster inference: jaxreg.runtime.xla_cpu)")
+    r.add_argument("--no-keep-freed-memory", dest="keep_freed_memory", action="store_false",
+                   help="leave glibc's malloc as it is (by default it reuses the large buffers XLA:CPU frees "
+                        "instead of unmapping them: jaxreg.runtime.malloc)")
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from jaxreg.runtime import compile_cache, xla_cpu
+    from jaxreg.runtime import compile_cache, malloc, xla_cpu
 
+    if args.keep_freed_memory:
+        malloc.keep_freed_memory()  # before XLA's worker threads start
     if args.eigen_convolutions:
         xla_cpu.prefer_eigen_convolutions()  # before the backends start
     compile_cache.enable(args.compile_cache)  # before the first compilation
