@@ -25,7 +25,7 @@ flags.DEFINE_bool("eigen_convolutions", True, "Keep XLA:CPU's large convolutions
                   "(jaxreg.runtime.xla_cpu; jaxlib 0.10.2: one-device training step 1.3x, inference 1.4x faster). "
                   "No effect on other jaxlib versions, on GPU, or when XLA_FLAGS sets the YNN fusion types itself.")
 flags.DEFINE_bool("keep_freed_memory", True, "glibc malloc reuses the large buffers XLA:CPU frees instead of "
-                  "unmapping them and faulting them in again every step (jaxreg.runtime.malloc: training step ~1.3x "
+                  "unmapping them and faulting them in again every step (jaxreg.runtime.malloc: training ~1.2-1.3x "
                   "faster on the 2-core CPU; the process keeps its peak memory). No effect without glibc.")
 
 
