@@ -44,6 +44,31 @@ def test_a_freed_large_buffer_is_reused_not_faulted_in_again():
     assert _faults("on") < pages // 20
 
 
+# free a 2.5 GiB buffer at the heap's top (untouched: virtual memory only) and see whether the break moves back
+TRIM_PROBE = """
+import ctypes
+from jaxreg.runtime import malloc
+assert malloc.keep_freed_memory()
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
+libc.free.argtypes = (ctypes.c_void_p,)
+libc.sbrk.restype, libc.sbrk.argtypes = ctypes.c_void_p, (ctypes.c_ssize_t,)
+p = libc.malloc(5 * 2**29)
+grown = libc.sbrk(0)
+libc.free(p)
+print(grown - libc.sbrk(0))
+"""
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_more_than_2_gib_freed_at_the_heap_top_is_kept():
+    # the largest int mallopt takes as a trim threshold (2 GiB - 1) returned it, so the stride-2 network faulted
+    # ~2 GiB in again every step; -1 never trims
+    r = subprocess.run([sys.executable, "-c", TRIM_PROBE], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert int(r.stdout.split()[-1]) == 0
+
+
 def test_elsewhere_it_is_a_no_op(monkeypatch):
     from jaxreg.runtime import malloc
 

@@ -18,7 +18,8 @@ import platform
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
 M_ARENA_MAX = -8
-TRIM_THRESHOLD = 2**31 - 1  # bytes of free memory at the heap's top before it is returned (mallopt takes an int)
+NO_TRIM = -1  # M_TRIM_THRESHOLD: -1 never returns the heap's free top (mallopt(3)); the largest int, 2 GiB, is
+# not enough: the stride-2 network's step frees more than that at the top and faulted it all in again every step
 
 
 def keep_freed_memory() -> bool:
@@ -38,4 +39,4 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     return all([mallopt(M_ARENA_MAX, 1) == 1, mallopt(M_MMAP_MAX, 0) == 1,
-                mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1])
+                mallopt(M_TRIM_THRESHOLD, NO_TRIM) == 1])
