@@ -7,16 +7,21 @@ import sys
 
 import pytest
 
-# allocate, touch, free a 256 MiB buffer, then count the minor page faults of doing it a second time
-PROBE = """
-import ctypes, resource, sys, threading
-if sys.argv[1] == "on":
-    from jaxreg.runtime import malloc
-    assert malloc.keep_freed_memory()
+# plain malloc and free through ctypes, as XLA:CPU's buffers (numpy would ask for huge pages)
+LIBC = """
+import ctypes
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
 libc.free.argtypes = (ctypes.c_void_p,)
-def cycle():  # plain malloc, as XLA:CPU's buffers (numpy would ask for huge pages)
+"""
+
+# allocate, touch, free a 256 MiB buffer, then count the minor page faults of doing it a second time
+PROBE = LIBC + """
+import resource, sys, threading
+if sys.argv[1] == "on":
+    from jaxreg.runtime import malloc
+    assert malloc.keep_freed_memory()
+def cycle():
     p = libc.malloc(256 * 2**20)
     ctypes.memset(p, 1, 256 * 2**20)  # every page written
     libc.free(p)
@@ -45,13 +50,9 @@ def test_a_freed_large_buffer_is_reused_not_faulted_in_again():
 
 
 # free a 2.5 GiB buffer at the heap's top (untouched: virtual memory only) and see whether the break moves back
-TRIM_PROBE = """
-import ctypes
+TRIM_PROBE = LIBC + """
 from jaxreg.runtime import malloc
 assert malloc.keep_freed_memory()
-libc = ctypes.CDLL("libc.so.6")
-libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
-libc.free.argtypes = (ctypes.c_void_p,)
 libc.sbrk.restype, libc.sbrk.argtypes = ctypes.c_void_p, (ctypes.c_ssize_t,)
 p = libc.malloc(5 * 2**29)
 grown = libc.sbrk(0)
