@@ -67,12 +67,13 @@ class ClassicConfig:
 # 84.4 % mean Dice against 82.9 % for multi-resolution demons on ACDC, no folding (docs/results.md). What
 # `jaxreg register --method classic` runs; `ClassicConfig()` stays the cheap setting the CV's baselines use.
 CV_CHOICE = ClassicConfig(alpha=0.1, epsilon=0.1, max_iters=(80, 40, 40), diffeomorphic=4)
-# The refinement patient-wise CV chose on a network's fold models ("composed_a1_it20" of
-# `jaxreg.fold_choice.refine_grid`; `experiments.refine_cv`, docs/results.md; with compile-free times the tie-break
-# now picks alpha 0.5, 0.02 points higher, the same within noise): `refine_composed` with this setting, the finest
-# level only. What `jaxreg register --method refine` runs: `refine_batch(..., REFINE_CHOICE,
-# composed=True)`.
-REFINE_CHOICE = ClassicConfig(alpha=1.0, levels=(1,), max_iters=(20,))
+# The refinement patient-wise CV chose on a network's fold models ("composed_a0.5_l2" of
+# `jaxreg.fold_choice.refine_grid`, `experiments.refine_cv`; docs/results.md): chosen on each of the weight-conditioned
+# recipe's folds 2, 3, 4, 5 and 7 by the other four, and on all of them, 0.17 points above the one-level alpha-1
+# refinement it replaced (pooled over those folds and folds 0, 1, 8), most on the apex and on fold 3. What
+# `jaxreg register --method refine` runs: `refine_batch(..., REFINE_CHOICE, composed=True)`, two levels (half, then
+# full resolution) of 20 L-BFGS iterations each.
+REFINE_CHOICE = ClassicConfig(alpha=0.5, levels=(2, 1), max_iters=(20, 20))
 
 
 def _minimise(fun, x0, max_iters: int, rtol: float):

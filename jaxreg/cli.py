@@ -399,12 +399,12 @@ def build_parser():
                    "(needs --moving-labels)")
     r.add_argument("--data-dir", dest="data_dir", help="ACDC-layout folder: every patient, ED->ES and ES->ED")
     r.add_argument("--method", choices=("learned", "classic", "refine"), default=DEFAULT_METHOD,
-                   help="refine (default): the network's field refined by composition with 20 classic iterations "
-                   "at full resolution (jaxreg.classic.REFINE_CHOICE, chosen by patient-wise CV on a network's fold "
-                   "models: 87.0 %% mean Dice against 85.9 %% for learned, the network alone, and 86.5 %% for the "
-                   "older additive refinement, folding 0.021 against 0.020 %%; docs/results.md), ~17 against ~8 ms a "
-                   "slice pair on one CPU core (plus ~1.5 s of tracing a call and a one-off ~5 s solver compile, "
-                   "cached); classic: no network, the "
+                   help="refine (default): the network's field refined by composition with classic iterations at "
+                   "half, then full resolution (20 each; jaxreg.classic.REFINE_CHOICE, chosen by patient-wise CV on "
+                   "a network's fold models: 86.7 %% mean Dice against 85.3 %% for learned, the network alone, and "
+                   "86.0 %% for the older additive refinement, folding 0.033 against 0.027 %%; docs/results.md), "
+                   "~3x learned's time (~42 against ~14 ms a slice pair on one busy CPU core, plus seconds of "
+                   "tracing a call and a one-off solver compile, cached); classic: no network, the "
                    "diffeomorphic setting chosen by the same CV (jaxreg.classic.CV_CHOICE: 84.4 %% against 82.9 %% "
                    "for SimpleITK's multi-resolution demons, no folding, ~0.2 s a slice pair plus ~5 s of tracing "
                    "a call and a one-off ~20 s compile)")
