@@ -141,6 +141,9 @@ def choose(root, scored: dict, method: str, num_folds: int, tolerance: float | N
     Writes `root/results_{method}.json` and `pairs_{method}.csv` (pooled over the finished folds' pairs); returns
     `{method: results, "first": the first candidate's pooled results, "candidates": {name: pooled results},
     "folds": [k...]}`."""
+    if len(scored["folds"]) < 2:  # its tables are cached by now; choosing needs other folds to choose on
+        raise ConfigError(f"{root}: choosing on the other folds needs at least 2 scorable finished folds, found fold "
+                          f"{scored['folds'][0]} only (its candidate tables are cached in its fold folder)")
     tables, sub, fold_of, seconds = scored["tables"], scored["pairs"], scored["fold_of"], scored["seconds"]
     names = list(tables)
     costs = None if tolerance is None else seconds

@@ -37,6 +37,8 @@ def best(tables: dict, mask: np.ndarray | None = None, max_folding_percent: floa
     """The candidate with the highest mean per-pair Dice over the pairs in `mask` (all by default) among those whose
     folding there is below `max_folding_percent` (all of them if none is); ties: the first. With `costs` ({name:
     e.g. seconds a pair}): the cheapest of those within `tolerance` (Dice, 0..1) of that highest mean instead."""
+    if mask is not None and not np.any(mask):
+        raise ValueError("best: the mask selects no pairs, so there is nothing to choose on")
     means, ok = {}, {}
     for name, table in tables.items():
         s, f = pair_scores(table), np.asarray(table[2], float)
@@ -54,7 +56,9 @@ def best(tables: dict, mask: np.ndarray | None = None, max_folding_percent: floa
 def nested_choice(tables: dict, folds: np.ndarray, max_folding_percent: float | None = None,
                   costs: dict | None = None, tolerance: float = 0.0) -> tuple[dict[int, str], tuple]:
     """({fold: candidate chosen on the other folds (`best`, with `costs` and `tolerance`)}, the pooled table: each
-    pair's row from its fold's choice)."""
+    pair's row from its fold's choice). Needs pairs of at least 2 folds: with one, there are no other folds."""
+    if len(np.unique(folds)) < 2:
+        raise ValueError(f"nested_choice: pairs of at least 2 folds are needed, got fold(s) {np.unique(folds).tolist()}")
     names = list(tables)
     chosen = {int(k): best(tables, folds != k, max_folding_percent, costs, tolerance) for k in np.unique(folds)}
     pick = np.array([names.index(chosen[int(k)]) for k in folds])

@@ -56,6 +56,19 @@ def test_a_setting_that_wins_only_on_its_own_fold_is_not_chosen_for_it():
     assert selection.best({"good": good, "lucky": lucky}) == "lucky"
     with pytest.raises(ValueError):
         selection.best({})
+    # one fold has no other folds to choose on: refused, not answered with an arbitrary (the cheapest) candidate
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        selection.nested_choice({"good": good, "lucky": lucky}, np.zeros(n, int))
+    with pytest.raises(ValueError, match="selects no pairs"):
+        selection.best({"good": good, "lucky": lucky}, folds > 3, costs={"good": 1.0, "lucky": 2.0}, tolerance=0.1)
+
+
+def test_fold_choice_refuses_a_single_fold():
+    from jaxreg import fold_choice
+    from jaxreg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="at least 2 scorable finished folds, found fold 5 only"):
+        fold_choice.choose("runs/x", {"folds": [5]}, "refine_cv", 10)
 
 
 def test_a_setting_that_folds_too_much_is_not_chosen():
