@@ -65,17 +65,20 @@ def test_hyper_loss_at_the_centre_is_the_plain_loss(pairs):
     cfg = dataclasses.replace(base, model=HYPER_MODEL)
     f, m = jnp.asarray(pairs.fixed[:4]), jnp.asarray(pairs.moving[:4])
     fl, ml = jnp.asarray(pairs.fixed_labels[:4], jnp.int32), jnp.asarray(pairs.moving_labels[:4], jnp.int32)
-    batch = prepare_batch(jax.random.key(0), f, m, fl, ml, True, base)
+    batch = jax.jit(lambda *a: prepare_batch(*a, True, base))(jax.random.key(0), f, m, fl, ml)
     p_plain = Trainer(base, (64, 64)).init_state()["params"]
     p_hyper = Trainer(cfg, (64, 64)).init_state()["params"]
     p_plain["params"]["head2"] = jax.tree.map(lambda x: x + 0.02, p_plain["params"]["head2"])
     p_hyper["params"]["head2"] = jax.tree.map(lambda x: x + 0.02, p_hyper["params"]["head2"])
-    want, _ = loss_fn(p_plain, RegNet(TINY_MODEL), batch, loss_weights(base), base)
-    got, _ = loss_fn(p_hyper, RegNet(HYPER_MODEL), (*batch, jnp.ones((4, 3))), loss_weights(cfg), cfg)
+    # jitted whole (eagerly every primitive compiles on its own)
+    plain = jax.jit(lambda p, b: loss_fn(p, RegNet(TINY_MODEL), b, loss_weights(base), base))
+    hyper = jax.jit(lambda p, b: loss_fn(p, RegNet(HYPER_MODEL), b, loss_weights(cfg), cfg))
+    want, _ = plain(p_plain, batch)
+    got, _ = hyper(p_hyper, (*batch, jnp.ones((4, 3))))
     np.testing.assert_allclose(got, want, rtol=1e-5)
     # a sample at alpha x100 is divided by 100: its loss is 0.01 * (NGF + label) + the centre's curvature term
     r = jnp.tile(jnp.array([[1.0, 100.0, 1.0]]), (4, 1))
-    scaled, terms = loss_fn(p_hyper, RegNet(HYPER_MODEL), (*batch, r), loss_weights(cfg), cfg)
+    scaled, terms = hyper(p_hyper, (*batch, r))
     w = loss_weights(cfg)
     expect = 0.01 * (w["ngf"] * terms["ngf"] + w["label"] * terms["label"]) + w["curvature"] * terms["curvature"]
     np.testing.assert_allclose(scaled, expect, rtol=1e-5)
