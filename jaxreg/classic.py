@@ -69,7 +69,7 @@ class ClassicConfig:
 CV_CHOICE = ClassicConfig(alpha=0.1, epsilon=0.1, max_iters=(80, 40, 40), diffeomorphic=4)
 # The refinement patient-wise CV chose on a network's fold models ("composed_a0.5_l2" of
 # `jaxreg.fold_choice.refine_grid`, `experiments.refine_cv`; docs/results.md): chosen on each of the weight-conditioned
-# recipe's folds 2, 3, 4, 5 and 7 by the other four, and on all of them, 0.17 points above the one-level alpha-1
+# recipe's folds 2, 3, 4, 5 and 7 by the other four, and on all of them, 0.18 points above the one-level alpha-1
 # refinement it replaced (pooled over those folds and folds 0, 1, 8), most on the apex and on fold 3. What
 # `jaxreg register --method refine` runs: `refine_batch(..., REFINE_CHOICE, composed=True)`, two levels (half, then
 # full resolution) of 20 L-BFGS iterations each.
